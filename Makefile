@@ -1,0 +1,30 @@
+# The two set-up commands of README.md. Each one installs what it needs into .venv first.
+#   make train   train the tutorial's CNN on CIFAR-10 (the `seed` preset) into runs/
+#   make test    the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRESET ?= seed
+
+.PHONY: install train test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+train: $(BIN)/.installed
+	$(BIN)/cnnkit train --preset $(PRESET)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/throughput.py

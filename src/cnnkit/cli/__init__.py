@@ -1,0 +1,63 @@
+"""The ``cnnkit`` command. Each verb is a small module with ``add_parser`` and ``run``.
+
+Only argparse and the config module are imported here, so ``cnnkit --help`` is instant; the verbs
+import Keras when they run. Bad input ends in a one-line error and exit status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+VERBS = ("train", "evaluate", "predict", "models", "config", "env")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cnnkit",
+        description="Build, train, evaluate and use image classifiers with Keras 3.",
+        epilog="Run 'cnnkit VERB --help' for a verb's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and framework logs")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        module = importlib.import_module(f"cnnkit.cli.{verb}")
+        sub = module.add_parser(verbs)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks and framework logs")
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cnnkit.env import set_verbose
+    from cnnkit.errors import CnnkitError
+
+    set_verbose(args.debug)
+    try:
+        return int(args.handler(args) or 0)
+    except CnnkitError as exc:
+        if args.debug:
+            raise
+        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"cnnkit: internal error: {type(exc).__name__}: {message} "
+            f"(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

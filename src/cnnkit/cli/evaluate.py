@@ -1,0 +1,36 @@
+"""cnnkit evaluate: test metrics of a run's model, from the run folder alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        "evaluate",
+        help="evaluate a run's model on its test split",
+        description="Evaluate RUN's model on the test split of the data it was trained on.",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run folder printed by cnnkit train")
+    parser.add_argument("overrides", nargs="*", metavar="data.key=value",
+                        help="where to find the data on this machine, e.g. data.path=DIR")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.metrics import classification_report
+    from cnnkit.workflow import evaluate
+
+    result = evaluate(args.run, args.overrides)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"test loss      {result.loss:.4f}")
+    print(f"test accuracy  {result.accuracy:.4f}  ({result.num_images} images, "
+          f"{result.images_per_second:.0f} images/s)")
+    print()
+    print(classification_report(result))
+    return 0

@@ -1,0 +1,354 @@
+"""Typed, frozen configuration: defaults < preset < YAML file < command-line ``key=value``.
+
+Every run saves its resolved config as ``config.yaml``; :func:`load_config` and
+:func:`Config.from_dict` turn such a file back into the same object. Unknown keys and wrong
+types are :class:`~cnnkit.errors.ConfigError` naming the closest valid key.
+
+This module imports nothing heavy: ``cnnkit config`` answers without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cnnkit.errors import ConfigError
+
+
+def _choice(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r} must {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are split."""
+
+    name: str = "cifar10"
+    # An archive or folder; when empty: $CNNKIT_DATA_DIR, then the user cache, then a download.
+    path: str | None = None
+    # Fraction of the training set held out for validation, stratified and seeded (the tutorial's 20 %).
+    val_split: float = 0.2
+    # Keep a stratified sample of this many training (and test) images; 0 keeps them all.
+    train_subset: int = 0
+    test_subset: int = 0
+    # Allow downloading the official archive when no local copy is found.
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.val_split < 1.0, "data.val_split", "be in [0, 1)", self.val_split)
+        _require(self.train_subset >= 0, "data.train_subset", "be 0 or more", self.train_subset)
+        _require(self.test_subset >= 0, "data.test_subset", "be 0 or more", self.test_subset)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; the tutorial's ImageDataGenerator settings by default."""
+
+    enabled: bool = True
+    rotation: float = 15.0  # degrees, either way
+    shift: float = 0.1  # fraction of height and width, either way
+    flip: bool = True  # horizontal
+    fill_mode: str = field(default="nearest", metadata=_choice("nearest", "reflect", "constant"))
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.rotation <= 180.0, "augment.rotation", "be in [0, 180]", self.rotation)
+        _require(0.0 <= self.shift < 1.0, "augment.shift", "be in [0, 1)", self.shift)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered factory builds the network, and its keyword arguments."""
+
+    name: str = "seed_cnn"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the network is fitted. The defaults are the tutorial's recipe."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd"))
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # only for adamw and sgd
+    # auto: mixed_bfloat16 on a GPU or a CPU with bf16 instructions, float32 elsewhere.
+    precision: str = field(default="auto", metadata=_choice("auto", "bf16", "fp32"))
+    # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
+    early_stopping: int = 0
+    monitor: str = field(
+        default="val_accuracy", metadata=_choice("val_accuracy", "val_loss")
+    )
+    # Which weights become the run's model.keras: the best by `monitor`, or the last epoch's.
+    keep: str = field(default="best", metadata=_choice("best", "last"))
+    # Batch size for evaluation and prediction (does not change results, only speed).
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "be 1 or more", self.epochs)
+        _require(self.batch_size >= 1, "train.batch_size", "be 1 or more", self.batch_size)
+        _require(self.learning_rate > 0, "train.learning_rate", "be positive", self.learning_rate)
+        _require(self.weight_decay >= 0, "train.weight_decay", "be 0 or more", self.weight_decay)
+        _require(self.early_stopping >= 0, "train.early_stopping", "be 0 or more", self.early_stopping)
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", "be 1 or more", self.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run."""
+
+    seed: int = 0
+    name: str = ""  # run folder name; empty: the preset's name, or "train"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        return _build(cls, _flatten(values), prefix="")
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with dotted keys changed, e.g. ``cfg.replace(**{"train.epochs": 1})``."""
+        flat = _flatten(self.to_dict())
+        for key, value in overrides.items():
+            _check_key(key)
+            flat[key] = value
+        return _build(Config, flat, prefix="")
+
+
+# Presets are dotted overrides on top of the defaults, so each one reads as a diff.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The tutorial, exactly: Adam 1e-4, batch 64, 100 epochs, ImageDataGenerator-style augmentation,
+    # evaluated with the weights of the last epoch.
+    "seed": {"train.keep": "last"},
+    # Seconds, for trying things: a stratified sample of CIFAR-10 and two epochs.
+    "smoke": {
+        "data.train_subset": 2000,
+        "data.test_subset": 500,
+        "train.epochs": 2,
+        "train.learning_rate": 1e-3,
+    },
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def load_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Resolve a config: defaults < preset < YAML file < ``key=value`` overrides."""
+    flat = _flatten(Config().to_dict())
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}")
+        flat.update(PRESETS[preset])
+        flat["name"] = preset
+    if file is not None:
+        for key, value in _flatten(_read_yaml(Path(file))).items():
+            _check_key(key)
+            flat[key] = value
+    for item in overrides:
+        key, value = parse_override(item)
+        flat[key] = value
+    return _build(Config, flat, prefix="")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"expected key=value, got {item!r} (for example train.epochs=10)")
+    _check_key(key)
+    return key, _parse_scalar(text)
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML 1.1 reads "1e-4" as a string; numbers are tried first so that it is a float.
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not readable YAML: {reason}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
+    return loaded
+
+
+# ----------------------------------------------------------------------------- key checking
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a config accepts (``model.params.*`` is free-form)."""
+    keys: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            hint = _field_types(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+            else:
+                keys.append(f"{prefix}{f.name}")
+
+    walk(Config, "")
+    return keys
+
+
+def _check_key(key: str) -> None:
+    if key.startswith("model.params.") and len(key) > len("model.params."):
+        return
+    keys = valid_keys()
+    if key not in keys:
+        raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, keys)}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    if not close:
+        # Fall back to the key with the same last part ("epochs" -> "train.epochs").
+        tail = word.rsplit(".", 1)[-1]
+        close = [c for c in choices if c.rsplit(".", 1)[-1] == tail][:1]
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(sorted(choices))}"
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and dotted != "model.params" and not dotted.startswith(
+            "model.params."
+        ):
+            flat.update(_flatten(value, f"{dotted}."))
+        elif isinstance(value, Mapping) and dotted == "model.params":
+            if not value:
+                flat[dotted] = {}
+            for name, item in value.items():
+                flat[f"{dotted}.{name}"] = item
+        else:
+            flat[dotted] = value
+    return flat
+
+
+# ----------------------------------------------------------------------------- building
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], flat: Mapping[str, Any], prefix: str) -> T:
+    for key in flat:
+        _check_key(key)
+    kwargs: dict[str, Any] = {}
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"{prefix}{f.name}"
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(hint, flat, f"{key}.")  # type: ignore[arg-type]
+        elif key == "model.params":
+            params = {
+                k[len("model.params."):]: v for k, v in flat.items() if k.startswith("model.params.")
+            }
+            kwargs[f.name] = params
+        elif key in flat:
+            kwargs[f.name] = _coerce(key, flat[key], hint, f.metadata.get("choices"))
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any, choices: tuple[str, ...] | None) -> Any:
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0]
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} needs a {hint.__name__}, got nothing")
+    result: Any
+    if hint is bool:
+        result = _to_bool(key, value)
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise _type_error(key, value, "a whole number")
+        result = int(value)
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise _type_error(key, value, "a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _type_error(key, value, "a number")
+        result = float(value)
+    elif hint is str:
+        if isinstance(value, Mapping | list):
+            raise _type_error(key, value, "a string")
+        result = str(value)
+    else:  # pragma: no cover - a field type this module does not know
+        raise TypeError(f"unsupported config type {hint!r} for {key}")
+    if choices is not None and result not in choices:
+        raise ConfigError(
+            f"config key {key!r} must be one of {', '.join(choices)}, got {result!r}"
+            f"{did_you_mean(str(result), choices) if isinstance(result, str) else ''}"
+        )
+    return result
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _type_error(key, value, "true or false")
+
+
+def _type_error(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"config key {key!r} needs {expected}, got {value!r}")

@@ -1,0 +1,161 @@
+"""CIFAR-10 from the official python-version archive (``cifar-10-python.tar.gz``).
+
+Looked for in this order: ``data.path``; ``$CNNKIT_DATA_DIR``; the user cache; else downloaded
+from the official URL, its md5 checked, and cached. The archive's batches are Python pickles, so
+they are read with an unpickler that only rebuilds numpy arrays: a foreign file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.base import Split
+from cnnkit.data.download import DATA_DIR_ENV, download, search_dirs
+from cnnkit.errors import DataError
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE = "cifar-10-python.tar.gz"
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+META = "batches.meta"
+CLASSES = 10
+
+
+def locate(path: str | None, allow_download: bool) -> Path:
+    """The archive or extracted folder to read, downloading it into the cache if need be."""
+    if path:
+        found = _find_in(Path(path).expanduser())
+        if found is None:
+            raise DataError(
+                f"data.path={path} holds no {ARCHIVE} or {FOLDER}/; point it at the archive, "
+                f"the extracted folder, or the folder that holds either"
+            )
+        return found
+    looked = search_dirs()
+    for folder in looked:
+        found = _find_in(folder)
+        if found is not None:
+            return found
+    hint = (
+        f"pass data.path=/path/to/{ARCHIVE} or set {DATA_DIR_ENV} to the folder that holds it"
+    )
+    where = ", ".join(str(d) for d in looked)
+    if not allow_download:
+        raise DataError(f"CIFAR-10 not found in {where} and data.download=false; {hint}")
+    try:
+        return download(URL, looked[-1] / ARCHIVE, MD5)
+    except DataError as exc:
+        raise DataError(f"CIFAR-10 not found in {where} and {exc}; {hint}") from None
+
+
+def _find_in(path: Path) -> Path | None:
+    if path.is_file():
+        return path
+    if (path / META).is_file():
+        return path
+    for candidate in (path / FOLDER, path / ARCHIVE):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load(path: str | None, allow_download: bool) -> tuple[Split, Split, tuple[str, ...], str]:
+    """Read CIFAR-10: (train, test, class names, source path)."""
+    source = locate(path, allow_download)
+    try:
+        batches = dict(_read_batches(source))
+    except DataError:
+        raise
+    except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError) as exc:
+        raise DataError(
+            f"{source} is not a readable CIFAR-10 archive ({type(exc).__name__}: {exc}); "
+            f"download it again or point data.path at a good copy"
+        ) from None
+    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META) if n not in batches]
+    if missing:
+        raise DataError(f"{source} lacks {', '.join(missing)}; it is not a complete CIFAR-10 copy")
+    names = _class_names(batches[META], source)
+    train = [_to_split(batches[n], n, source) for n in TRAIN_BATCHES]
+    x = np.concatenate([s.x for s in train])
+    y = np.concatenate([s.y for s in train])
+    return Split(x, y), _to_split(batches[TEST_BATCH], TEST_BATCH, source), names, str(source)
+
+
+def _read_batches(source: Path) -> Iterator[tuple[str, dict[bytes, Any]]]:
+    wanted = {*TRAIN_BATCHES, TEST_BATCH, META}
+    if source.is_dir():
+        for name in wanted:
+            file = source / name
+            if file.is_file():
+                with file.open("rb") as f:
+                    yield name, _safe_unpickle(f)
+        return
+    with tarfile.open(source, "r:*") as archive:
+        for member in archive:
+            name = Path(member.name).name
+            if member.isfile() and name in wanted:
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    yield name, _safe_unpickle(io.BytesIO(handle.read()))
+
+
+def _class_names(meta: dict[bytes, Any], source: Path) -> tuple[str, ...]:
+    names = meta.get(b"label_names")
+    if not isinstance(names, list) or len(names) != CLASSES:
+        raise DataError(f"{source}: {META} must list {CLASSES} label_names")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def _to_split(batch: dict[bytes, Any], name: str, source: Path) -> Split:
+    data, labels = batch.get(b"data"), batch.get(b"labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
+        data.shape[1] != 3 * 32 * 32
+    ):
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{source}: {name} must hold uint8 data of shape (N, 3072), got {shape}")
+    y = np.asarray(labels, dtype=np.int64)
+    if y.shape != (len(data),) or (len(y) and (y.min() < 0 or y.max() >= CLASSES)):
+        raise DataError(f"{source}: {name} must hold {len(data)} labels in 0..{CLASSES - 1}")
+    # Rows are the red plane, then green, then blue, each 32x32 row-major: to (N, 32, 32, 3).
+    x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return Split(np.ascontiguousarray(x), y)
+
+
+# Only what numpy needs to rebuild an array; anything else in a pickle is refused.
+_ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def _allowed() -> dict[tuple[str, str], Callable[..., Any]]:
+    if not _ALLOWED:
+        from numpy._core import multiarray
+
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            _ALLOWED[(module, "_reconstruct")] = multiarray._reconstruct
+            _ALLOWED[(module, "scalar")] = multiarray.scalar
+        _ALLOWED[("numpy", "ndarray")] = np.ndarray
+        _ALLOWED[("numpy", "dtype")] = np.dtype
+    return _ALLOWED
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _allowed()[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def _safe_unpickle(f: Any) -> dict[bytes, Any]:
+    loaded = _ArrayUnpickler(f, encoding="bytes").load()
+    if not isinstance(loaded, dict):
+        raise pickle.UnpicklingError("a batch must be a dict")
+    return loaded

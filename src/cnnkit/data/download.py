@@ -1,0 +1,65 @@
+"""Finding dataset files locally, and downloading them with a checksum, atomically, into a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cnnkit.errors import DataError
+
+DATA_DIR_ENV = "CNNKIT_DATA_DIR"
+OFFLINE_ENV = "CNNKIT_OFFLINE"  # set to 1 to forbid downloads (the tests do)
+
+
+def cache_dir() -> Path:
+    """The user cache folder: ``$XDG_CACHE_HOME/cnnkit`` or ``~/.cache/cnnkit``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnkit"
+
+
+def search_dirs() -> list[Path]:
+    """Folders looked in when no explicit path is given, in order."""
+    dirs = []
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
+    dirs.append(cache_dir())
+    return dirs
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, md5: str) -> Path:
+    """Fetch ``url`` to ``target``; the file appears only complete and with the right checksum."""
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise DataError(f"downloads are disabled ({OFFLINE_ENV} is set)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        print(f"cnnkit: downloading {url} to {target}", file=sys.stderr)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        got = file_md5(tmp)
+        if got != md5:
+            raise DataError(f"download of {url} has md5 {got}, expected {md5}; try again later")
+        os.replace(tmp, target)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(f"could not download {url}: {reason}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

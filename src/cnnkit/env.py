@@ -1,0 +1,166 @@
+"""The machine and the backend: heavy imports, precision choice and the environment record.
+
+Keras is imported through :func:`import_keras` so that TensorFlow's start-up chatter (the absl
+pre-init banner, the oneDNN notice, "could not find cuda drivers") does not bury the output.
+Other lines TensorFlow prints while importing are passed through; ``--debug`` passes all.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import sys
+import tempfile
+from types import ModuleType
+from typing import Any
+
+# Lines TensorFlow prints on every start that say nothing a user can act on.
+_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on"
+    r"|cudart_stub|Could not find cuda drivers|cpu_feature_guard|To enable the following instructions"
+    r"|failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already"
+    r"|TF-TRT Warning|This TensorFlow binary is optimized"
+)
+
+_VERBOSE = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """Let every line the frameworks print through (the CLI's ``--debug``)."""
+    global _VERBOSE
+    _VERBOSE = verbose
+
+
+def backend_name() -> str:
+    """The Keras backend that will be (or was) used; TensorFlow unless KERAS_BACKEND says otherwise."""
+    if "keras" in sys.modules:
+        return str(sys.modules["keras"].backend.backend())
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+@functools.cache
+def import_keras() -> ModuleType:
+    """Import Keras (and its backend) once, with the start-up noise filtered out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if _VERBOSE or backend_name() != "tensorflow":
+        import keras
+
+        return keras
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device start-up prints here, inside the filter
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not _NOISE.search(line):
+                    print(line, file=sys.stderr)
+    return keras
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """True where oneDNN has bf16 instructions to run mixed_bfloat16 fast (AMX or AVX512-BF16)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def accelerators() -> list[str]:
+    """The GPUs the active Keras backend can see (imports the backend)."""
+    import_keras()
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+    if name == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def resolve_precision(setting: str) -> str:
+    """Map ``train.precision`` (auto, bf16, fp32) to a Keras dtype policy name."""
+    if setting == "bf16":
+        return "mixed_bfloat16"
+    if setting == "fp32":
+        return "float32"
+    return "mixed_bfloat16" if accelerators() or cpu_has_bf16() else "float32"
+
+
+def describe() -> dict[str, Any]:
+    """What a run records about where it ran: versions, backend, CPU, accelerators."""
+    keras = import_keras()
+    import numpy
+    import sklearn
+
+    import cnnkit
+
+    info: dict[str, Any] = {
+        "cnnkit": cnnkit.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "keras": keras.__version__,
+        "backend": backend_name(),
+        "numpy": numpy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_has_bf16(),
+        "cpu_flags": sorted(
+            f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")) or f == "f16c"
+        ),
+        "accelerators": accelerators(),
+    }
+    backend = backend_name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    elif backend == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+    elif backend == "torch":
+        import torch
+
+        info["torch"] = torch.__version__
+    return info

@@ -1,0 +1,68 @@
+"""A registry of pure model factories: ``(input_shape, num_classes, **hparams) -> keras.Model``.
+
+Every model takes raw pixel values (0..255, any numeric dtype): rescaling lives inside the model,
+so a saved model needs nothing but images. Factories do no I/O.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from cnnkit.config import did_you_mean
+from cnnkit.errors import ConfigError
+
+Factory = Callable[..., Any]
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register_model(factory: Factory) -> Factory:
+    """Decorator: make ``factory`` available under its function name."""
+    _REGISTRY[factory.__name__] = factory
+    return factory
+
+
+def _load_builtin() -> None:
+    from cnnkit.models import seed_cnn  # noqa: F401  (registers itself)
+
+
+def list_models() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_factory(name: str) -> Factory:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model model.name={name!r}{did_you_mean(name, _REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def model_hparams(name: str) -> dict[str, Any]:
+    """The keyword arguments a model accepts, with their defaults."""
+    signature = inspect.signature(get_factory(name))
+    return {
+        p.name: p.default
+        for p in list(signature.parameters.values())[2:]
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def check_hparams(name: str, params: dict[str, Any]) -> None:
+    """Refuse unknown ``model.params`` keys before anything expensive happens."""
+    known = model_hparams(name)
+    for key in params:
+        if key not in known:
+            raise ConfigError(
+                f"model {name} has no parameter model.params.{key}"
+                f"{did_you_mean(key, known) if known else '; it takes none'}"
+            )
+
+
+def create_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, **params: Any
+) -> Any:
+    """Build a registered model. Raises ConfigError for an unknown name or parameter."""
+    check_hparams(name, params)
+    return get_factory(name)(tuple(input_shape), int(num_classes), **params)
