@@ -42,6 +42,7 @@ def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: 
     ax.plot(epochs, history.get(metric, []), label=f"training {metric}", color="tab:blue")
     if f"val_{metric}" in history:
         ax.plot(epochs, history[f"val_{metric}"], label=f"validation {metric}", color="tab:orange")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(title)
