@@ -33,7 +33,22 @@ _LAZY = {
     "CnnkitError": "cnnkit.errors",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [
+    "CnnkitError",
+    "Config",
+    "Predictor",
+    "Run",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "list_datasets",
+    "list_models",
+    "list_presets",
+    "load_config",
+    "load_dataset",
+    "open_run",
+    "train",
+]
 
 if TYPE_CHECKING:
     from cnnkit.config import Config, list_presets, load_config

@@ -89,9 +89,7 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=_choice("auto", "bf16", "fp32"))
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
     early_stopping: int = 0
-    monitor: str = field(
-        default="val_accuracy", metadata=_choice("val_accuracy", "val_loss")
-    )
+    monitor: str = field(default="val_accuracy", metadata=_choice("val_accuracy", "val_loss"))
     # Which weights become the run's model.keras: the best by `monitor`, or the last epoch's.
     keep: str = field(default="best", metadata=_choice("best", "last"))
     # Batch size for evaluation and prediction (does not change results, only speed).
@@ -102,8 +100,12 @@ class TrainConfig:
         _require(self.batch_size >= 1, "train.batch_size", "be 1 or more", self.batch_size)
         _require(self.learning_rate > 0, "train.learning_rate", "be positive", self.learning_rate)
         _require(self.weight_decay >= 0, "train.weight_decay", "be 0 or more", self.weight_decay)
-        _require(self.early_stopping >= 0, "train.early_stopping", "be 0 or more", self.early_stopping)
-        _require(self.eval_batch_size >= 1, "train.eval_batch_size", "be 1 or more", self.eval_batch_size)
+        _require(
+            self.early_stopping >= 0, "train.early_stopping", "be 0 or more", self.early_stopping
+        )
+        _require(
+            self.eval_batch_size >= 1, "train.eval_batch_size", "be 1 or more", self.eval_batch_size
+        )
 
 
 @dataclass(frozen=True)
@@ -211,11 +213,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}"
+        )
     return loaded
 
 
 # ----------------------------------------------------------------------------- key checking
+
 
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -261,8 +266,10 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and dotted != "model.params" and not dotted.startswith(
-            "model.params."
+        if (
+            isinstance(value, Mapping)
+            and dotted != "model.params"
+            and not dotted.startswith("model.params.")
         ):
             flat.update(_flatten(value, f"{dotted}."))
         elif isinstance(value, Mapping) and dotted == "model.params":
@@ -292,7 +299,9 @@ def _build(cls: type[T], flat: Mapping[str, Any], prefix: str) -> T:
             kwargs[f.name] = _build(hint, flat, f"{key}.")  # type: ignore[arg-type]
         elif key == "model.params":
             params = {
-                k[len("model.params."):]: v for k, v in flat.items() if k.startswith("model.params.")
+                k[len("model.params.") :]: v
+                for k, v in flat.items()
+                if k.startswith("model.params.")
             }
             kwargs[f.name] = params
         elif key in flat:
@@ -343,7 +352,16 @@ def _coerce(key: str, value: Any, hint: Any, choices: tuple[str, ...] | None) ->
 def _to_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
         return value.lower() in ("true", "yes", "on", "1")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)

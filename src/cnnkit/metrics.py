@@ -48,7 +48,9 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int) -> np.ndar
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def score(probabilities: np.ndarray, split: Split, class_names: list[str], seconds: float = 0.0) -> EvalResult:
+def score(
+    probabilities: np.ndarray, split: Split, class_names: list[str], seconds: float = 0.0
+) -> EvalResult:
     """Metrics from predicted probabilities ``(N, classes)`` against the split's labels."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
@@ -76,7 +78,9 @@ def score(probabilities: np.ndarray, split: Split, class_names: list[str], secon
     )
 
 
-def evaluate_model(model: Any, split: Split, class_names: list[str], batch_size: int = 512) -> EvalResult:
+def evaluate_model(
+    model: Any, split: Split, class_names: list[str], batch_size: int = 512
+) -> EvalResult:
     """One forward pass over ``split``; every number comes from the same predictions."""
     start = time.perf_counter()
     probabilities = predict_probabilities(model, split.x, batch_size)

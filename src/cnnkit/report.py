@@ -72,8 +72,15 @@ def plot_confusion(result: EvalResult, path: Path) -> Path:
     if n <= 20:  # beyond that the numbers would not be legible
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -86,7 +93,9 @@ def write_plots(run_path: Path, result: EvalResult | None) -> list[Path]:
     history_file = run_path / "history.csv"
     if history_file.is_file():
         history = read_history(history_file)
-        written.append(plot_curve(history, "accuracy", run_path / "accuracy.png", "Accuracy per epoch"))
+        written.append(
+            plot_curve(history, "accuracy", run_path / "accuracy.png", "Accuracy per epoch")
+        )
         written.append(plot_curve(history, "loss", run_path / "loss.png", "Loss per epoch"))
     if result is not None:
         written.append(plot_confusion(result, run_path / "confusion_matrix.png"))

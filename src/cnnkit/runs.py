@@ -59,7 +59,9 @@ class Run:
         try:
             loaded = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RunError(f"{self.path / RUN_FILE} is unreadable ({exc}); the run is damaged") from None
+            raise RunError(
+                f"{self.path / RUN_FILE} is unreadable ({exc}); the run is damaged"
+            ) from None
         if not isinstance(loaded, dict):
             raise RunError(f"{self.path / RUN_FILE} is not a run record")
         return loaded
@@ -128,7 +130,9 @@ def open_run(path: str | Path | Run) -> Run:
     run = Run(folder)
     if not run.model_path.is_file():
         status = run.meta().get("status", "unknown")
-        raise RunError(f"run {folder} has no {MODEL_FILE} (status: {status}); train it to the end first")
+        raise RunError(
+            f"run {folder} has no {MODEL_FILE} (status: {status}); train it to the end first"
+        )
     return run
 
 

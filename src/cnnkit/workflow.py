@@ -1,6 +1,6 @@
 """The orchestrating functions: the only place that knows the order of the steps.
 
-    config -> seed -> data -> run folder -> model -> fit -> evaluate -> metrics and plots
+config -> seed -> data -> run folder -> model -> fit -> evaluate -> metrics and plots
 """
 
 from __future__ import annotations
@@ -55,14 +55,18 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
         f"{data.name}: {len(data.train)} train, {len(data.val) if data.val else 0} validation, "
         f"{len(data.test)} test images {data.input_shape} from {data.source}"
     )
-    _say(f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}")
+    _say(
+        f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}"
+    )
     try:
         result = _train_and_evaluate(config, data, run, verbose)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         run.update_meta(status=status, ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
         raise
-    _say(f"test accuracy {result.accuracy:.4f}, test loss {result.loss:.4f} ({result.num_images} images)")
+    _say(
+        f"test accuracy {result.accuracy:.4f}, test loss {result.loss:.4f} ({result.num_images} images)"
+    )
     return run
 
 
@@ -79,7 +83,9 @@ def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None
     write_text(run.file("model_summary.txt"), "\n".join(lines) + "\n")
     augmenter = create_augmenter(config.augment, config.seed)
 
-    fitted = trainer.fit(net, data.train, data.val, data.num_classes, config.train, run, augmenter, verbose)
+    fitted = trainer.fit(
+        net, data.train, data.val, data.num_classes, config.train, run, augmenter, verbose
+    )
     keep = config.train.keep
     best = run.checkpoints / "best.keras"
     if keep == "best" and not best.is_file():
@@ -126,7 +132,9 @@ def evaluate(
     changes = dict(parse_override(item) for item in overrides)
     for key in changes:
         if not key.startswith("data."):
-            raise ConfigError(f"evaluate takes data.* overrides only (such as data.path), not {key!r}")
+            raise ConfigError(
+                f"evaluate takes data.* overrides only (such as data.path), not {key!r}"
+            )
     config = config.replace(**changes)
     data = load_dataset(config.data, config.seed)
     if list(data.class_names) != run.class_names:
@@ -134,4 +142,6 @@ def evaluate(
             f"the dataset's classes {list(data.class_names)} differ from the run's {run.class_names}"
         )
     model = load_model(run.model_path)
-    return evaluate_model(model, data.test, run.class_names, batch_size or config.train.eval_batch_size)
+    return evaluate_model(
+        model, data.test, run.class_names, batch_size or config.train.eval_batch_size
+    )

@@ -29,8 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in VERBS:
         module = importlib.import_module(f"cnnkit.cli.{verb}")
         sub = module.add_parser(verbs)
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                         help="show tracebacks and framework logs")
+        sub.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks and framework logs",
+        )
         sub.set_defaults(handler=module.run)
     return parser
 

@@ -17,7 +17,9 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=list_presets(), help="a named recipe")
     parser.add_argument("--config", metavar="FILE", help="a YAML file of settings")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings")
-    parser.add_argument("--presets", action="store_true", help="list the presets and what they change")
+    parser.add_argument(
+        "--presets", action="store_true", help="list the presets and what they change"
+    )
     return parser
 
 

@@ -14,8 +14,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         description="Evaluate RUN's model on the test split of the data it was trained on.",
     )
     parser.add_argument("run", metavar="RUN", help="a run folder printed by cnnkit train")
-    parser.add_argument("overrides", nargs="*", metavar="data.key=value",
-                        help="where to find the data on this machine, e.g. data.path=DIR")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="data.key=value",
+        help="where to find the data on this machine, e.g. data.path=DIR",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return parser
 
@@ -29,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"test loss      {result.loss:.4f}")
-    print(f"test accuracy  {result.accuracy:.4f}  ({result.num_images} images, "
-          f"{result.images_per_second:.0f} images/s)")
+    print(
+        f"test accuracy  {result.accuracy:.4f}  ({result.num_images} images, "
+        f"{result.images_per_second:.0f} images/s)"
+    )
     print()
     print(classification_report(result))
     return 0

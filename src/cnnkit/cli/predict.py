@@ -16,7 +16,9 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("run", metavar="RUN", help="a run folder printed by cnnkit train")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show (default 3)")
+    parser.add_argument(
+        "--top-k", type=int, default=3, metavar="K", help="classes to show (default 3)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 

@@ -15,10 +15,16 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         description="Train a model. Settings: defaults < --preset < --config FILE < key=value. "
         "The run folder's path is the last line printed.",
     )
-    parser.add_argument("--preset", choices=list_presets(), help="a named recipe (seed: the tutorial)")
+    parser.add_argument(
+        "--preset", choices=list_presets(), help="a named recipe (seed: the tutorial)"
+    )
     parser.add_argument("--config", metavar="FILE", help="a YAML file of settings")
-    parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where run folders go (default: runs)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. train.epochs=10")
+    parser.add_argument(
+        "--runs-dir", metavar="DIR", default="runs", help="where run folders go (default: runs)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="settings, e.g. train.epochs=10"
+    )
     return parser
 
 

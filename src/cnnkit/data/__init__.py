@@ -49,7 +49,9 @@ def list_datasets() -> list[str]:
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Read ``cfg.name`` and split it: subsets and validation split are stratified and seeded."""
     if cfg.name not in _SOURCES:
-        raise ConfigError(f"unknown dataset data.name={cfg.name!r}{did_you_mean(cfg.name, _SOURCES)}")
+        raise ConfigError(
+            f"unknown dataset data.name={cfg.name!r}{did_you_mean(cfg.name, _SOURCES)}"
+        )
     train, test, class_names, source = _SOURCES[cfg.name](cfg)
     train = stratified_subset(train, cfg.train_subset, seed)
     test = stratified_subset(test, cfg.test_subset, seed)

@@ -18,7 +18,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.x.dtype != np.uint8 or self.x.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, H, W, C), got {self.x.dtype} {self.x.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W, C), got {self.x.dtype} {self.x.shape}"
+            )
         if self.y.shape != (len(self.x),):
             raise ValueError(f"labels must be ({len(self.x)},), got {self.y.shape}")
 
@@ -64,7 +66,9 @@ def stratified_subset(split: Split, size: int, seed: int) -> Split:
         return split
     classes = len(np.unique(split.y))
     if size < classes:
-        raise DataError(f"a subset of {size} images cannot hold all {classes} classes; ask for more")
+        raise DataError(
+            f"a subset of {size} images cannot hold all {classes} classes; ask for more"
+        )
     from sklearn.model_selection import train_test_split
 
     index, _ = train_test_split(

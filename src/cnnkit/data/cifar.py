@@ -7,6 +7,7 @@ they are read with an unpickler that only rebuilds numpy arrays: a foreign file 
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 import tarfile
@@ -45,9 +46,7 @@ def locate(path: str | None, allow_download: bool) -> Path:
         found = _find_in(folder)
         if found is not None:
             return found
-    hint = (
-        f"pass data.path=/path/to/{ARCHIVE} or set {DATA_DIR_ENV} to the folder that holds it"
-    )
+    hint = f"pass data.path=/path/to/{ARCHIVE} or set {DATA_DIR_ENV} to the folder that holds it"
     where = ", ".join(str(d) for d in looked)
     if not allow_download:
         raise DataError(f"CIFAR-10 not found in {where} and data.download=false; {hint}")
@@ -117,8 +116,11 @@ def _class_names(meta: dict[bytes, Any], source: Path) -> tuple[str, ...]:
 
 def _to_split(batch: dict[bytes, Any], name: str, source: Path) -> Split:
     data, labels = batch.get(b"data"), batch.get(b"labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-        data.shape[1] != 3 * 32 * 32
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or (data.shape[1] != 3 * 32 * 32)
     ):
         shape = getattr(data, "shape", None)
         raise DataError(f"{source}: {name} must hold uint8 data of shape (N, 3072), got {shape}")
@@ -143,6 +145,8 @@ def _allowed() -> dict[tuple[str, str], Callable[..., Any]]:
             _ALLOWED[(module, "scalar")] = multiarray.scalar
         _ALLOWED[("numpy", "ndarray")] = np.ndarray
         _ALLOWED[("numpy", "dtype")] = np.dtype
+        # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, "latin1").
+        _ALLOWED[("_codecs", "encode")] = codecs.encode
     return _ALLOWED
 
 

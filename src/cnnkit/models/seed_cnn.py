@@ -28,14 +28,16 @@ def seed_cnn(
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)  # the tutorial's x / 255, in the model
     for group, width in enumerate(filters, start=1):
         for i in (1, 2):
-            x = layers.Conv2D(
-                width, 3, padding="same", activation="relu", name=f"conv{group}_{i}"
-            )(x)
+            x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{group}_{i}")(
+                x
+            )
         x = layers.MaxPooling2D(2, name=f"pool{group}")(x)
         x = layers.Dropout(dropout, name=f"dropout{group}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense, activation="relu", name="dense")(x)
     x = layers.Dropout(head_dropout, name="dropout_head")(x)
     # Softmax in float32 under mixed precision: probabilities must sum to one exactly enough.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    outputs = layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name="seed_cnn")

@@ -1,0 +1,145 @@
+"""Shared fixtures. Tests never download: CNNKIT_OFFLINE is set and the user cache is a temp folder."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("CNNKIT_OFFLINE", "XDG_CACHE_HOME", "CNNKIT_DATA_DIR")}
+    os.environ["CNNKIT_OFFLINE"] = "1"
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("CNNKIT_DATA_DIR", None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def shared_cifar() -> Path | None:
+    """The real CIFAR-10 archive beside the checkout (../shared/data), if this machine has it."""
+    for candidate in (
+        os.environ.get("CNNKIT_TEST_CIFAR"),
+        REPO.parent / "shared" / "data" / "cifar-10-python.tar.gz",
+    ):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    return None
+
+
+def _batch(rng: np.random.Generator, rows: int, label: str) -> bytes:
+    # The official layout: bytes keys, uint8 (rows, 3072) data, a list of int labels, protocol 2.
+    labels = [int(v) for v in np.arange(rows) % 10]
+    rng.shuffle(labels)
+    batch = {
+        b"batch_label": label.encode(),
+        b"labels": labels,
+        b"data": rng.integers(0, 256, size=(rows, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(rows)],
+    }
+    return pickle.dumps(batch, protocol=2)
+
+
+def cifar_members(rows: int = 30, seed: int = 0) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    members = {
+        f"data_batch_{i}": _batch(rng, rows, f"training batch {i} of 5") for i in range(1, 6)
+    }
+    members["test_batch"] = _batch(rng, rows, "testing batch 1 of 1")
+    members["batches.meta"] = pickle.dumps(
+        {
+            b"label_names": [n.encode() for n in names],
+            b"num_cases_per_batch": rows,
+            b"num_vis": 3072,
+        },
+        protocol=2,
+    )
+    return members
+
+
+def write_cifar_archive(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.fixture
+def cifar_archive(tmp_path: Path) -> Path:
+    """A small archive in the official python-version format (30 images per batch)."""
+    return write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", cifar_members())
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``cnnkit ARGS`` in a fresh process, as a user would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One quick CLI training run on the digits, shared by the tests that only read a run."""
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli(
+        "train",
+        "--preset",
+        "smoke",
+        "--runs-dir",
+        str(runs),
+        # 15 epochs: enough for the tutorial's CNN to learn the digits (about 94 %), in seconds.
+        "data.name=digits",
+        "train.epochs=15",
+        "augment.flip=false",
+        "name=digits",
+    )
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def files_snapshot() -> Callable[[Path], dict[str, bytes]]:
+    def snapshot(root: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
+
+    return snapshot
