@@ -22,10 +22,8 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from cnnkit.config import AugmentConfig, TrainConfig  # noqa: E402
-from cnnkit.env import backend_name, cpu_model, import_keras  # noqa: E402
+from cnnkit.config import AugmentConfig, TrainConfig
+from cnnkit.env import backend_name, cpu_model, import_keras
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
