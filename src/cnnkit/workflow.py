@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import resource
 import shutil
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +44,7 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
         name=run.name,
         status="running",
         created=now(),
-        command=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cnnkit") else None,
+        argv=list(sys.argv),
         dataset=data.summary(),
         classes=list(data.class_names),
         input_shape=list(data.input_shape),
@@ -101,7 +102,7 @@ def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None
     write_json(run.file("metrics.json"), {"test": result.to_dict(), "kept": keep})
     write_text(run.file("classification_report.txt"), classification_report(result))
     report.write_plots(run.path, result)
-    last = {k: v[-1] for k, v in fitted.history.items() if v}
+    speeds = fitted.history.get("train_images_per_second") or [0.0]
     run.update_meta(
         status="complete",
         ended=now(),
@@ -110,7 +111,7 @@ def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None
         best_epoch=fitted.best_epoch,
         kept=keep,
         train_seconds=round(fitted.seconds, 1),
-        train_images_per_second=last.get("train_images_per_second"),
+        train_images_per_second=statistics.median(speeds),  # median over epochs
         test_accuracy=result.accuracy,
         test_loss=result.loss,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

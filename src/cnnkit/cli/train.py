@@ -13,7 +13,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "train",
         help="train a model into a new run folder",
         description="Train a model. Settings: defaults < --preset < --config FILE < key=value. "
-        "The run folder's path is the last line printed.",
+        "The run folder's path is the last line printed. "
+        "`cnnkit config` lists every key with its current value.",
     )
     parser.add_argument(
         "--preset", choices=list_presets(), help="a named recipe (seed: the tutorial)"
