@@ -23,6 +23,7 @@ _LAZY = {
     "list_presets": "cnnkit.config",
     "train": "cnnkit.workflow",
     "evaluate": "cnnkit.workflow",
+    "resume": "cnnkit.workflow",
     "Run": "cnnkit.runs",
     "open_run": "cnnkit.runs",
     "Predictor": "cnnkit.predict",
@@ -47,6 +48,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "open_run",
+    "resume",
     "train",
 ]
 
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from cnnkit.models import create_model, list_models
     from cnnkit.predict import Predictor
     from cnnkit.runs import Run, open_run
-    from cnnkit.workflow import evaluate, train
+    from cnnkit.workflow import evaluate, resume, train
 
 
 def __getattr__(name: str) -> Any:

@@ -94,6 +94,10 @@ class TrainConfig:
     keep: str = field(default="best", metadata=_choice("best", "last"))
     # Batch size for evaluation and prediction (does not change results, only speed).
     eval_batch_size: int = 512
+    # Besides every epoch's end, commit a checkpoint every this many steps (0: epochs only).
+    checkpoint_steps: int = 0
+    # Bit-identical results for the same seed on the same machine and backend (costs some speed).
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "be 1 or more", self.epochs)
@@ -119,6 +123,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "be 0 or more", self.seed)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -127,11 +134,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:
-        return _build(cls, _flatten(values), prefix="")
+        return _build(cls, flatten(values), prefix="")
 
     def replace(self, **overrides: Any) -> Config:
         """A copy with dotted keys changed, e.g. ``cfg.replace(**{"train.epochs": 1})``."""
-        flat = _flatten(self.to_dict())
+        flat = flatten(self.to_dict())
         for key, value in overrides.items():
             _check_key(key)
             flat[key] = value
@@ -163,14 +170,14 @@ def load_config(
     overrides: Iterable[str] = (),
 ) -> Config:
     """Resolve a config: defaults < preset < YAML file < ``key=value`` overrides."""
-    flat = _flatten(Config().to_dict())
+    flat = flatten(Config().to_dict())
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}")
         flat.update(PRESETS[preset])
         flat["name"] = preset
     if file is not None:
-        for key, value in _flatten(_read_yaml(Path(file))).items():
+        for key, value in flatten(_read_yaml(Path(file))).items():
             _check_key(key)
             flat[key] = value
     for item in overrides:
@@ -262,7 +269,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; valid: {', '.join(sorted(choices))}"
 
 
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
@@ -271,7 +278,7 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             and dotted != "model.params"
             and not dotted.startswith("model.params.")
         ):
-            flat.update(_flatten(value, f"{dotted}."))
+            flat.update(flatten(value, f"{dotted}."))
         elif isinstance(value, Mapping) and dotted == "model.params":
             if not value:
                 flat[dotted] = {}

@@ -33,6 +33,10 @@ def set_verbose(verbose: bool) -> None:
     _VERBOSE = verbose
 
 
+def is_verbose() -> bool:
+    return _VERBOSE
+
+
 def backend_name() -> str:
     """The Keras backend that will be (or was) used; TensorFlow unless KERAS_BACKEND says otherwise."""
     if "keras" in sys.modules:
@@ -123,6 +127,20 @@ def resolve_precision(setting: str) -> str:
     if setting == "fp32":
         return "float32"
     return "mixed_bfloat16" if accelerators() or cpu_has_bf16() else "float32"
+
+
+def enable_determinism() -> None:
+    """Ask the backend for bit-identical results from run to run (``train.deterministic``)."""
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif name == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+    # JAX on a CPU is deterministic already; on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true.
 
 
 def describe() -> dict[str, Any]:

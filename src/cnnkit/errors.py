@@ -21,3 +21,11 @@ class RunError(CnnkitError):
 
 class ImageError(CnnkitError):
     """An image file that cannot be decoded."""
+
+
+class TrainingDiverged(CnnkitError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message says how to resume."""

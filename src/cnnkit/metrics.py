@@ -31,9 +31,16 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def scores(self) -> dict[str, Any]:
+        """The numbers without the timing: equal for equal predictions (what metrics.json holds)."""
+        values = self.to_dict()
+        del values["seconds"], values["images_per_second"]
+        return values
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvalResult:
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+        timing = {"seconds": 0.0, "images_per_second": 0.0}
+        return cls(**{k: values.get(k, timing.get(k)) for k in cls.__dataclass_fields__})
 
     def per_class(self) -> list[dict[str, Any]]:
         return [

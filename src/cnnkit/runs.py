@@ -16,10 +16,13 @@ A run folder holds everything needed to rebuild, evaluate and use the model::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ from cnnkit.errors import RunError
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.keras"
+LOCK_FILE = ".lock"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -113,6 +117,43 @@ def create_run(runs_dir: str | Path, name: str) -> Run:
             raise RunError(f"cannot create {path}: {exc.strerror}") from None
         return Run(path)
     raise RunError(f"{root} already holds 9,999 runs named {name!r}; choose another name")
+
+
+@contextlib.contextmanager
+def lock_run(run: Run) -> Iterator[None]:
+    """Hold the run's lock while training it: a second process cannot train or resume it too.
+
+    The lock is the operating system's (flock), so it goes away with its process, even on SIGKILL.
+    """
+    import fcntl
+
+    handle = (run.path / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunError(
+            f"run {run.path} is being trained by another cnnkit process; wait for it or stop it"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def require_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start when checkpoints cannot fit, rather than failing an hour later."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise RunError(
+            f"{folder} has {free / 1e6:.0f} MB free; training needs about {needed / 1e6:.0f} MB for "
+            f"checkpoints: free some space or pass --runs-dir on another disk"
+        )
 
 
 def open_run(path: str | Path | Run) -> Run:

@@ -1,23 +1,39 @@
-"""Compile, callbacks and fit. Knows nothing about where the images came from.
+"""Compile, callbacks and fit, resumable at any checkpoint. Knows nothing about where images came from.
 
 The network is trained inside a wrapper ``uint8 images -> augmentation -> network`` so that the
 augmentation runs batched in the training graph (on any backend) while the saved model is the
 bare network: prediction never pays for augmentation and can never apply it by mistake.
+
+Resuming gives the same result as not stopping because nothing random is left to chance:
+the order of the training images in epoch ``e`` is a pure function of ``(seed, e)``, and the
+random generators of dropout and augmentation are variables saved in the checkpoint. So ``fit``
+runs one Keras ``fit`` call per epoch on that epoch's order (the rest of it, when resuming
+mid-epoch), and the :class:`Checkpointer` callback commits the state after each epoch, and every
+``train.checkpoint_steps`` steps when asked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
+import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cnnkit.checkpoint import STATE_FILE, TrainState, load_state, save_network, save_state
 from cnnkit.config import TrainConfig
 from cnnkit.data.base import Split
 from cnnkit.env import import_keras
-from cnnkit.runs import Run
+from cnnkit.errors import TrainingDiverged, TrainingInterrupted
+from cnnkit.runs import Run, write_text
 
 keras = import_keras()  # this module is only imported to train
 
@@ -49,6 +65,11 @@ def training_model(net: Any, augmenter: Any | None) -> Any:
     return keras.Model(inputs, net(augmenter(inputs)), name=f"train_{net.name}")
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the ``n`` training images in ``epoch``: the same in every process."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def fit(
     net: Any,
     train: Split,
@@ -56,61 +77,77 @@ def fit(
     num_classes: int,
     cfg: TrainConfig,
     run: Run,
+    seed: int,
     augmenter: Any | None = None,
     verbose: int | None = None,
+    resume: bool = False,
 ) -> FitResult:
-    """Train ``net`` in place; write history.csv and checkpoints/{best,last}.keras into ``run``."""
+    """Train ``net`` in place, checkpointing into ``run``; with ``resume``, continue its checkpoint."""
     model = training_model(net, augmenter)
     model.compile(
         optimizer=create_optimizer(cfg),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=["accuracy"],
     )
-    run.checkpoints.mkdir(exist_ok=True)
+    state_file = run.checkpoints / STATE_FILE
+    state = load_state(state_file, model) if resume and state_file.is_file() else TrainState()
     timer = EpochTimer(len(train))
-    callbacks: list[Any] = [
-        timer,  # first: it adds its numbers to the logs that the CSV logger writes
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(run.file("history.csv"))),
-        SaveNetwork(net, run.checkpoints / "last.keras"),
-    ]
-    validation = None
-    if val is not None:
-        validation = (val.x, _one_hot(val.y, num_classes))
-        mode = "max" if cfg.monitor.endswith("accuracy") else "min"
-        callbacks.append(
-            SaveNetwork(net, run.checkpoints / "best.keras", monitor=cfg.monitor, mode=mode)
-        )
-        if cfg.early_stopping:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(cfg.monitor, patience=cfg.early_stopping, mode=mode)
-            )
+    checkpointer = Checkpointer(net, run, cfg, state, len(train), timer)
+    if resume:
+        checkpointer.restore_files()
+    y = _one_hot(train.y, num_classes)
+    validation = (val.x, _one_hot(val.y, num_classes)) if val is not None else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where someone watches it
-    start = time.perf_counter()
-    history = model.fit(
-        train.x,
-        _one_hot(train.y, num_classes),
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_data=validation,
-        validation_batch_size=cfg.eval_batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=verbose,
+    callbacks = [timer, checkpointer]  # the timer first: it adds to the logs
+    with _stop_on_signals(checkpointer):
+        while state.epoch < cfg.epochs and not checkpointer.stop_early:
+            order = epoch_order(seed, state.epoch, len(train))[state.step * cfg.batch_size :]
+            model.fit(
+                train.x[order],
+                y[order],
+                batch_size=cfg.batch_size,
+                initial_epoch=state.epoch,
+                epochs=state.epoch + 1,
+                validation_data=validation,
+                validation_batch_size=cfg.eval_batch_size,
+                shuffle=False,  # the order is epoch_order's
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+    return FitResult(
+        state.history, state.epoch, state.seconds, checkpointer.stop_early, state.best_epoch
     )
-    seconds = time.perf_counter() - start
-    logs = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    epochs = len(next(iter(logs.values()), []))
-    best_epoch = None
-    if val is not None and cfg.monitor in logs:
-        pick = np.nanargmax if cfg.monitor.endswith("accuracy") else np.nanargmin
-        best_epoch = int(pick(logs[cfg.monitor])) + 1
-    return FitResult(logs, epochs, seconds, epochs < cfg.epochs, best_epoch)
 
 
 def _one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[y]
+
+
+@contextlib.contextmanager
+def _stop_on_signals(checkpointer: Checkpointer) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: finish the batch, save, stop. A second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        checkpointer.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            "\ncnnkit: stopping after this batch to save a checkpoint (Ctrl-C again quits at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, request_stop)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
@@ -121,6 +158,7 @@ class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
         self.images = images
         self._start = 0.0
         self._train_end: float | None = None
+        self.train_seconds = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
@@ -132,21 +170,185 @@ class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         end = time.perf_counter()
-        train_seconds = (self._train_end or end) - self._start
+        self.train_seconds = (self._train_end or end) - self._start
         if logs is not None:
             logs["epoch_seconds"] = round(end - self._start, 3)
-            logs["train_images_per_second"] = round(self.images / train_seconds, 1)
+            logs["train_images_per_second"] = round(self.images / self.train_seconds, 1)
 
 
-class SaveNetwork(keras.callbacks.ModelCheckpoint):  # type: ignore[misc]
-    """Keras's ModelCheckpoint, pointed at the bare network rather than the training wrapper."""
+class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
+    """Keeps the training state and commits it; writes history.csv and the best and last networks.
 
-    def __init__(self, net: Any, path: Any, monitor: str | None = None, mode: str = "auto") -> None:
-        if monitor is None:
-            super().__init__(str(path), save_best_only=False, verbose=0)
-        else:
-            super().__init__(str(path), monitor=monitor, mode=mode, save_best_only=True, verbose=0)
-        self.net = net
+    One callback rather than ModelCheckpoint + CSVLogger + EarlyStopping, because all of them keep
+    state that must survive a crash together: after a kill, the checkpoint is the only truth, and
+    every file is re-derived from it on resume. Commit order at an epoch's end: state.npz (the
+    commit point), history.csv, last.keras, best.keras.
+    """
 
-    def set_model(self, model: Any) -> None:
-        super().set_model(self.net)
+    def __init__(
+        self,
+        net: Any,
+        run: Run,
+        cfg: TrainConfig,
+        state: TrainState,
+        images: int,
+        timer: EpochTimer,
+    ) -> None:
+        super().__init__()
+        self.net, self.run, self.cfg, self.state, self.images = net, run, cfg, state, images
+        self.timer = timer
+        self.stop_requested = False
+        self.stop_early = False
+        self._mode_max = cfg.monitor.endswith("accuracy")
+        # Where this session's part of the epoch started (set at each epoch's beginning).
+        self._base_logs: dict[str, float] = {}
+        self._base_samples = 0
+        self._base_partial_seconds = 0.0
+        self._base_seconds = 0.0
+        self._base_step = 0
+        self._t0 = 0.0
+        self._it0 = 0
+        self._logs: dict[str, float] = {}
+
+    # -- resume -----------------------------------------------------------------------------------
+
+    def restore_files(self) -> None:
+        """Re-derive the files a kill may have left behind the committed state."""
+        self._write_history()
+        if self.state.step == 0 and self.state.epoch > 0:
+            save_network(self.net, self.run.checkpoints / "last.keras")
+            if self.state.best_epoch == self.state.epoch:
+                save_network(self.net, self.run.checkpoints / "best.keras")
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state = self.state
+        self._base_logs = dict(state.partial_logs)
+        self._base_samples = state.partial_samples
+        self._base_partial_seconds = state.partial_seconds
+        self._base_seconds = state.seconds
+        self._base_step = state.step
+        self._t0 = time.perf_counter()
+        self._it0 = int(self.model.optimizer.iterations)
+        self._logs = {}
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            self._diverged(f"step {self._steps_done()}")
+        self._logs = {k: float(v) for k, v in logs.items()}
+        steps = self._steps_done()
+        if self.stop_requested:
+            self._save_partial(steps)
+            raise TrainingInterrupted(self._interrupted_message())
+        every = self.cfg.checkpoint_steps
+        if every and steps % every == 0 and steps * self.cfg.batch_size < self.images:
+            self._save_partial(steps)
+
+    def _steps_done(self) -> int:
+        # The optimizer's step count is the truth: it moved exactly once per applied batch.
+        return self._base_step + int(self.model.optimizer.iterations) - self._it0
+
+    def _save_partial(self, steps: int) -> None:
+        state = self.state
+        samples = min(steps * self.cfg.batch_size, self.images)
+        state.partial_logs = _combine(self._base_logs, self._base_samples, self._logs, samples)
+        state.partial_samples = samples
+        elapsed = time.perf_counter() - self._t0
+        state.partial_seconds = self._base_partial_seconds + elapsed
+        state.seconds = self._base_seconds + elapsed
+        state.step = steps
+        save_state(self.run.checkpoints / STATE_FILE, self.model, state)
+
+    # -- epochs -----------------------------------------------------------------------------------
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            self._diverged("the end of the epoch")
+        state = self.state
+        if self._base_samples:  # this epoch was resumed part-way: complete its running means
+            logs.update(_combine(self._base_logs, self._base_samples, logs, self.images))
+            logs["epoch_seconds"] = round(
+                logs.get("epoch_seconds", 0) + self._base_partial_seconds, 3
+            )
+            remaining = self.images - self._base_samples
+            logs["train_images_per_second"] = round(
+                remaining / max(self.timer.train_seconds, 1e-9), 1
+            )
+        state.seconds = self._base_seconds + time.perf_counter() - self._t0
+        for key, value in logs.items():
+            state.history.setdefault(key, []).append(float(value))
+        improved = False
+        value = logs.get(self.cfg.monitor)
+        if value is not None and math.isfinite(float(value)):
+            better = state.best is None or (
+                value > state.best if self._mode_max else value < state.best
+            )
+            if better:
+                state.best, state.best_epoch, improved = float(value), epoch + 1, True
+        state.epoch, state.step = epoch + 1, 0
+        state.partial_logs, state.partial_samples, state.partial_seconds = {}, 0, 0.0
+        save_state(self.run.checkpoints / STATE_FILE, self.model, state)  # the commit point
+        self._write_history()
+        save_network(self.net, self.run.checkpoints / "last.keras")
+        if improved:
+            save_network(self.net, self.run.checkpoints / "best.keras")
+        patience = self.cfg.early_stopping
+        if patience and state.best_epoch is not None and state.epoch - state.best_epoch >= patience:
+            self.stop_early = True
+            self.model.stop_training = True
+            print(
+                f"cnnkit: early stopping: no better {self.cfg.monitor} for {patience} epochs "
+                f"(best at epoch {state.best_epoch})",
+                flush=True,
+            )
+        if self.stop_requested and state.epoch < self.cfg.epochs:
+            raise TrainingInterrupted(self._interrupted_message())
+
+    def _write_history(self) -> None:
+        history = self.state.history
+        keys = sorted(history)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["epoch", *keys])
+        rows = len(next(iter(history.values()), []))
+        for i in range(rows):
+            writer.writerow([i, *(history[k][i] for k in keys)])
+        write_text(self.run.file("history.csv"), out.getvalue())
+
+    def _interrupted_message(self) -> str:
+        return (
+            f"stopped at {self.state.position} with a checkpoint saved; "
+            f"resume with: cnnkit train --resume {self.run.path}"
+        )
+
+    def _diverged(self, where: str) -> None:
+        state = self.state
+        kept = (
+            f"the checkpoint at {state.position} is kept"
+            if state.epoch or state.step
+            else "no checkpoint was saved yet"
+        )
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at epoch {state.epoch + 1}, {where}; {kept}. "
+            f"Lower train.learning_rate, then: cnnkit train --resume {self.run.path} --force "
+            f"train.learning_rate=..."
+        )
+
+
+def _combine(
+    first: dict[str, float], first_samples: int, second: dict[str, Any], total_samples: int
+) -> dict[str, float]:
+    """Merge running means: ``first`` over the first ``first_samples`` images of an epoch,
+    ``second`` over the images after them, up to ``total_samples``. Keras's training means
+    (loss, accuracy) are weighted by samples, so the merge is exact."""
+    if not first_samples:
+        return {k: float(v) for k, v in second.items() if not k.startswith("val_")}
+    second_samples = total_samples - first_samples
+    return {
+        key: (value * first_samples + float(second.get(key, value)) * second_samples)
+        / total_samples
+        for key, value in first.items()
+    }

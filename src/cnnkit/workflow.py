@@ -1,6 +1,9 @@
 """The orchestrating functions: the only place that knows the order of the steps.
 
-config -> seed -> data -> run folder -> model -> fit -> evaluate -> metrics and plots
+    config -> data -> run folder -> seed, precision -> model -> fit -> evaluate -> metrics, plots
+
+``train`` starts a new run folder; ``resume`` continues one from its checkpoint with the same
+config, so that its final model, metrics and plots are those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -14,9 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.config import Config
-from cnnkit.errors import ConfigError
+from cnnkit.errors import ConfigError, RunError, TrainingInterrupted
 from cnnkit.metrics import EvalResult
-from cnnkit.runs import CONFIG_FILE, Run, create_run, now, open_run, write_json, write_text
+from cnnkit.runs import (
+    CONFIG_FILE,
+    RUN_FILE,
+    Run,
+    create_run,
+    lock_run,
+    now,
+    open_run,
+    require_free_space,
+    write_json,
+    write_text,
+)
+
+# Changing these on resume moves nothing but where the data is read from.
+_LOCATION_KEYS = ("data.path", "data.download")
 
 
 def _say(message: str) -> None:
@@ -32,26 +49,109 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
     # Everything that can be refused is checked before a run folder exists.
     check_hparams(config.model.name, config.model.params)
     data = load_dataset(config.data, config.seed)
+    policy = env.resolve_precision(config.train.precision)
+    run = create_run(runs_dir, config.name or "train")
+    with lock_run(run):
+        write_text(run.file(CONFIG_FILE), config.to_yaml())  # first: it makes the folder resumable
+        run.update_meta(
+            name=run.name,
+            status="running",
+            created=now(),
+            argv=list(sys.argv),
+            dataset=data.summary(),
+            classes=list(data.class_names),
+            input_shape=list(data.input_shape),
+            model=config.model.name,
+            precision=policy,
+            backend=env.backend_name(),
+            deterministic=config.train.deterministic,
+        )
+        write_json(run.file("env.json"), env.describe())
+        _run(config, data, run, policy, verbose, resume=False)
+    return run
+
+
+def resume(
+    run: Run | str | Path,
+    overrides: Iterable[str] = (),
+    force: bool = False,
+    verbose: int | None = None,
+) -> Run:
+    """Continue ``run`` from its last checkpoint, with its own config.
+
+    ``overrides`` may move the data (``data.path=...``); any other change is refused unless
+    ``force`` is set, and is then recorded in run.json (e.g. ``train.epochs=150`` to train longer).
+    """
+    from cnnkit.checkpoint import STATE_FILE
+    from cnnkit.config import parse_override
+    from cnnkit.data import load_dataset
+
+    run = _open_for_resume(run)
+    meta = run.meta()
+    config = run.config()
+    changes = dict(parse_override(item) for item in overrides)
+    current = _flat(config)
+    changed = {k: v for k, v in changes.items() if k not in _LOCATION_KEYS and current.get(k) != v}
+    if changed and not force:
+        listed = ", ".join(f"{k}: {current.get(k)!r} -> {v!r}" for k, v in changed.items())
+        raise ConfigError(
+            f"resume keeps the run's config, and this would change it ({listed}); "
+            f"add --force to change it anyway (the change is recorded in run.json)"
+        )
+    new_config = config.replace(**changes)
+    if meta.get("status") == "complete" and new_config.train.epochs <= int(meta.get("epochs", 0)):
+        raise RunError(
+            f"run {run.path} is complete; nothing to resume "
+            f"(to train it longer: --force train.epochs=N with N > {meta.get('epochs')})"
+        )
+    data = load_dataset(new_config.data, new_config.seed)
+    if list(data.class_names) != meta.get("classes"):
+        raise ConfigError(f"the data's classes {list(data.class_names)} differ from the run's")
+    with lock_run(run):
+        state_file = run.checkpoints / STATE_FILE
+        start = (
+            "from its last checkpoint" if state_file.is_file() else "from the start (no checkpoint)"
+        )
+        if changes:
+            write_text(run.file(CONFIG_FILE), new_config.to_yaml())
+        resumes = [
+            *meta.get("resumes", []),
+            {"at": now(), "argv": list(sys.argv), "changes": changed},
+        ]
+        run.update_meta(status="running", resumes=resumes)
+        _say(f"resuming {run.path} {start}")
+        _run(new_config, data, run, meta["precision"], verbose, resume=True)
+    return run
+
+
+def _open_for_resume(path: Run | str | Path) -> Run:
+    run = path if isinstance(path, Run) else Run(Path(path))
+    if not run.path.is_dir():
+        raise RunError(
+            f"{run.path} is not a folder; pass the run folder that `cnnkit train` printed"
+        )
+    if not run.file(RUN_FILE).is_file() or not run.file(CONFIG_FILE).is_file():
+        raise RunError(f"{run.path} is not a cnnkit run (no {RUN_FILE} or {CONFIG_FILE})")
+    return run
+
+
+def _flat(config: Config) -> dict[str, Any]:
+    from cnnkit.config import flatten
+
+    return flatten(config.to_dict())
+
+
+def _run(
+    config: Config, data: Any, run: Run, policy: str, verbose: int | None, resume: bool
+) -> None:
+    """Seed, build, fit (or continue), then evaluate and draw; record the outcome in run.json."""
+    from cnnkit import env
+
     keras = env.import_keras()
     keras.utils.set_random_seed(config.seed)
-    policy = env.resolve_precision(config.train.precision)
     keras.mixed_precision.set_global_policy(policy)
-
-    run = create_run(runs_dir, config.name or "train")
-    write_text(run.file(CONFIG_FILE), config.to_yaml())
-    write_json(run.file("env.json"), env.describe())
-    run.update_meta(
-        name=run.name,
-        status="running",
-        created=now(),
-        argv=list(sys.argv),
-        dataset=data.summary(),
-        classes=list(data.class_names),
-        input_shape=list(data.input_shape),
-        model=config.model.name,
-        precision=policy,
-        backend=env.backend_name(),
-    )
+    if config.train.deterministic:
+        env.enable_determinism()
     _say(
         f"{data.name}: {len(data.train)} train, {len(data.val) if data.val else 0} validation, "
         f"{len(data.test)} test images {data.input_shape} from {data.source}"
@@ -60,33 +160,49 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
         f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}"
     )
     try:
-        result = _train_and_evaluate(config, data, run, verbose)
+        result = _fit_and_evaluate(config, data, run, verbose, resume)
+    except TrainingInterrupted:
+        run.update_meta(status="interrupted", ended=now())
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the last one stands
+        run.update_meta(status="interrupted", ended=now())
+        raise TrainingInterrupted(
+            f"interrupted; resume from the last checkpoint with: cnnkit train --resume {run.path}"
+        ) from None
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        run.update_meta(status=status, ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+        run.update_meta(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     _say(
         f"test accuracy {result.accuracy:.4f}, test loss {result.loss:.4f} ({result.num_images} images)"
     )
-    return run
 
 
-def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None) -> EvalResult:
+def _fit_and_evaluate(
+    config: Config, data: Any, run: Run, verbose: int | None, resume: bool
+) -> EvalResult:
     from cnnkit import report, trainer
+    from cnnkit.checkpoint import remove_stale
     from cnnkit.data.augment import create_augmenter
     from cnnkit.metrics import classification_report, evaluate_model
     from cnnkit.models import create_model
     from cnnkit.runs import load_model
 
     net = create_model(config.model.name, data.input_shape, data.num_classes, **config.model.params)
+    # A checkpoint holds about three copies of the weights (weights and Adam's two moments), and
+    # is written beside the last one; the networks (best, last, model) are one copy each.
+    require_free_space(run.path, net.count_params() * 4 * 12 + 50_000_000)
     lines: list[str] = []
     net.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     write_text(run.file("model_summary.txt"), "\n".join(lines) + "\n")
     augmenter = create_augmenter(config.augment, config.seed)
+    run.checkpoints.mkdir(exist_ok=True)
+    remove_stale(run.checkpoints)
+    remove_stale(run.path)
 
     fitted = trainer.fit(
-        net, data.train, data.val, data.num_classes, config.train, run, augmenter, verbose
-    )
+        net, data.train, data.val, data.num_classes, config.train, run, config.seed,
+        augmenter, verbose, resume,
+    )  # fmt: skip
     keep = config.train.keep
     best = run.checkpoints / "best.keras"
     if keep == "best" and not best.is_file():
@@ -99,7 +215,7 @@ def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None
 
     model = load_model(run.model_path)  # evaluate what was saved, not what is in memory
     result = evaluate_model(model, data.test, list(data.class_names), config.train.eval_batch_size)
-    write_json(run.file("metrics.json"), {"test": result.to_dict(), "kept": keep})
+    write_json(run.file("metrics.json"), {"test": result.scores(), "kept": keep})
     write_text(run.file("classification_report.txt"), classification_report(result))
     report.write_plots(run.path, result)
     speeds = fitted.history.get("train_images_per_second") or [0.0]
@@ -112,6 +228,7 @@ def _train_and_evaluate(config: Config, data: Any, run: Run, verbose: int | None
         kept=keep,
         train_seconds=round(fitted.seconds, 1),
         train_images_per_second=statistics.median(speeds),  # median over epochs
+        eval_seconds=result.seconds,
         test_accuracy=result.accuracy,
         test_loss=result.loss,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -52,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cnnkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says how to resume
+        print(f"cnnkit: {exc}" if str(exc) else "cnnkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`cnnkit evaluate RUN | head`): stop quietly, as Unix tools do.

@@ -21,6 +21,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="a YAML file of settings")
     parser.add_argument(
+        "--resume", metavar="RUN", help="continue RUN from its last checkpoint, with its own config"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="with --resume: let key=value change the config"
+    )
+    parser.add_argument(
         "--runs-dir", metavar="DIR", default="runs", help="where run folders go (default: runs)"
     )
     parser.add_argument(
@@ -30,10 +36,20 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.errors import CnnkitError
+
+    if args.resume:
+        if args.preset or args.config:
+            raise CnnkitError("--resume takes the run's own config; drop --preset and --config")
+        from cnnkit.workflow import resume
+
+        print(resume(args.resume, args.overrides, force=args.force).path)
+        return 0
+    if args.force:
+        raise CnnkitError("--force only goes with --resume")
     from cnnkit.config import load_config
     from cnnkit.workflow import train
 
     config = load_config(args.preset, args.config, args.overrides)
-    result = train(config, args.runs_dir)
-    print(result.path)
+    print(train(config, args.runs_dir).path)
     return 0
