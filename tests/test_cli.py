@@ -52,6 +52,11 @@ def test_config_verb_shows_the_resolved_config(tmp_path: Path) -> None:
     cfg = yaml.safe_load(result.stdout)
     assert cfg["train"]["epochs"] == 4 and cfg["data"]["train_subset"] == 2000
     assert "seed" in run_cli("config", "--presets").stdout
+    # key=value on both sides of an option: argparse alone would reject the second one.
+    mixed = yaml.safe_load(
+        run_cli("config", "train.epochs=4", "--preset", "smoke", "seed=3").stdout
+    )
+    assert (mixed["train"]["epochs"], mixed["seed"], mixed["name"]) == (4, 3, "smoke")
     _one_line_error(run_cli("config", "train.epoch=4"), "did you mean 'train.epochs'")
 
 

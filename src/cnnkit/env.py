@@ -47,7 +47,10 @@ def backend_name() -> str:
 @functools.cache
 def import_keras() -> ModuleType:
     """Import Keras (and its backend) once, with the start-up noise filtered out."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not _VERBOSE:
+        # TensorFlow's C++ errors that matter reach Python as exceptions; the rest (such as
+        # "NodeDef mentions attribute use_unbounded_threadpool" under op determinism) is noise.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if _VERBOSE or backend_name() != "tensorflow":
         import keras
 

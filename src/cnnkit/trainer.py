@@ -91,6 +91,7 @@ def fit(
     )
     state_file = run.checkpoints / STATE_FILE
     state = load_state(state_file, model) if resume and state_file.is_file() else TrainState()
+    model.optimizer.learning_rate = cfg.learning_rate  # the config's, also after a forced change
     timer = EpochTimer(len(train))
     checkpointer = Checkpointer(net, run, cfg, state, len(train), timer)
     if resume:
@@ -216,9 +217,11 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         """Re-derive the files a kill may have left behind the committed state."""
         self._write_history()
         if self.state.step == 0 and self.state.epoch > 0:
-            save_network(self.net, self.run.checkpoints / "last.keras")
-            if self.state.best_epoch == self.state.epoch:
-                save_network(self.net, self.run.checkpoints / "best.keras")
+            # Written just after the commit, so one older than the commit missed it.
+            for name, due in (("last", True), ("best", self.state.best_epoch == self.state.epoch)):
+                path = self.run.checkpoints / f"{name}.keras"
+                if due and (not path.is_file() or path.stat().st_mtime < self.state.saved_at):
+                    save_network(self.net, path)
 
     # -- batches ----------------------------------------------------------------------------------
 

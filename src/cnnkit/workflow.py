@@ -34,6 +34,10 @@ from cnnkit.runs import (
 
 # Changing these on resume moves nothing but where the data is read from.
 _LOCATION_KEYS = ("data.path", "data.download")
+# These define the model, the data or the optimizer's variables: a checkpoint cannot carry over
+# a change to them, even with --force (train a new run instead).
+_FIXED_ON_RESUME = ("seed", "name", "data.", "augment.", "model.", "train.optimizer",
+                    "train.batch_size", "train.precision")  # fmt: skip
 
 
 def _say(message: str) -> None:
@@ -92,6 +96,12 @@ def resume(
     changes = dict(parse_override(item) for item in overrides)
     current = _flat(config)
     changed = {k: v for k, v in changes.items() if k not in _LOCATION_KEYS and current.get(k) != v}
+    fixed = [k for k in changed if k.startswith(_FIXED_ON_RESUME)]
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot change on resume (the checkpoint depends on it); "
+            f"train a new run with the new setting instead"
+        )
     if changed and not force:
         listed = ", ".join(f"{k}: {current.get(k)!r} -> {v!r}" for k, v in changed.items())
         raise ConfigError(

@@ -35,12 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show tracebacks and framework logs",
         )
-        sub.set_defaults(handler=module.run)
+        sub.set_defaults(handler=module.run, extras_dest=getattr(module, "EXTRAS", None))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # argparse stops collecting a verb's positionals at the first option, so that
+    # `cnnkit train a=1 --runs-dir r b=2` would lose b=2: give such strays to the verb's list.
+    if extras:
+        if args.extras_dest is None or any(e.startswith("-") for e in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        getattr(args, args.extras_dest).extend(extras)
     from cnnkit.env import set_verbose
     from cnnkit.errors import CnnkitError
 

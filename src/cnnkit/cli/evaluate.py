@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+EXTRAS = "overrides"  # where stray positionals after an option go
+
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+EXTRAS = "images"  # where stray positionals after an option go
+
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+EXTRAS = "overrides"  # where stray positionals after an option go
+
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     from cnnkit.config import list_presets
