@@ -1,0 +1,82 @@
+"""What train.deterministic=true costs, and whether it delivers: identical results for one seed.
+
+    python benchmarks/determinism_cost.py [--repeats 3] [--epochs 3] [--train-subset 10000]
+
+Trains the `seed` recipe on a stratified CIFAR-10 subset ``--repeats`` times with determinism off
+and on, alternating (off, on, off, on, ...) so that machine noise hits both alike, and prints the
+median training images/s of each (from run.json: the median over epochs) with the ratio, and
+whether the repeats of each setting produced byte-identical metrics.json and equal weights.
+Needs CIFAR-10 where cnnkit finds it (CNNKIT_DATA_DIR, data.path or the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("overrides", nargs="*", help="more key=value settings, e.g. data.path=...")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="cnnkit-det-"))
+    runs: dict[bool, list[Path]] = {False: [], True: []}
+    for repeat in range(args.repeats):
+        for deterministic in (False, True):
+            name = f"{'det' if deterministic else 'free'}{repeat}"
+            command = [
+                sys.executable, "-m", "cnnkit", "train", "--preset", "seed", "--runs-dir", str(root),
+                f"name={name}", f"train.epochs={args.epochs}", f"data.train_subset={args.train_subset}",
+                "data.test_subset=2000", f"train.deterministic={str(deterministic).lower()}",
+                *args.overrides,
+            ]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr)
+                return 1
+            runs[deterministic].append(root / name)
+            print(f"{name}: done", flush=True)
+
+    from cnnkit.runs import load_model
+
+    speeds = {}
+    print(f"\n{'setting':<22} {'median train img/s':>18}  {'runs':<26} identical results")
+    for deterministic, folders in runs.items():
+        per_run = [
+            json.loads((f / "run.json").read_text())["train_images_per_second"] for f in folders
+        ]
+        speeds[deterministic] = statistics.median(per_run)
+        metrics = {(f / "metrics.json").read_bytes() for f in folders}
+        weights = [load_model(f / "model.keras").get_weights() for f in folders]
+        same_weights = all(
+            all(np.array_equal(a, b) for a, b in zip(weights[0], w, strict=True))
+            for w in weights[1:]
+        )
+        label = f"deterministic={str(deterministic).lower()}"
+        shown = ", ".join(f"{v:,.0f}" for v in per_run)
+        print(
+            f"{label:<22} {speeds[deterministic]:>18,.0f}  {shown:<26} "
+            f"metrics.json {'identical' if len(metrics) == 1 else 'DIFFER'}, "
+            f"weights {'identical' if same_weights else 'DIFFER'}"
+        )
+    print(
+        f"\ndeterministic / default speed: {speeds[True] / speeds[False]:.2f}x "
+        f"({args.repeats} runs each, {args.epochs} epochs of {args.train_subset} images, batch 64)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
