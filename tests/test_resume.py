@@ -184,7 +184,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         "train", "--resume", str(run), "--force", "train.epochs=3", "train.learning_rate=0.001"
     )
     assert again.returncode == 0, again.stderr
-    assert _meta(run)["epochs"] == 3 and len(_meta(run)["resumes"]) == 2
+    meta = _meta(run)
+    assert meta["epochs"] == 3 and len(meta["resumes"]) == 2 and meta["error"] is None
+    assert meta["resumes"][-1]["previous_status"] == "failed"
+    assert "NaN" in meta["resumes"][-1]["previous_error"]
 
 
 def test_nan_before_any_checkpoint(runs: Path) -> None:

@@ -109,7 +109,8 @@ def resume(
             f"add --force to change it anyway (the change is recorded in run.json)"
         )
     new_config = config.replace(**changes)
-    if meta.get("status") == "complete" and new_config.train.epochs <= int(meta.get("epochs", 0)):
+    longer = "train.epochs" in changed and new_config.train.epochs > int(meta.get("epochs") or 0)
+    if meta.get("status") == "complete" and not longer:
         raise RunError(
             f"run {run.path} is complete; nothing to resume "
             f"(to train it longer: --force train.epochs=N with N > {meta.get('epochs')})"
@@ -126,9 +127,10 @@ def resume(
             write_text(run.file(CONFIG_FILE), new_config.to_yaml())
         resumes = [
             *meta.get("resumes", []),
-            {"at": now(), "argv": list(sys.argv), "changes": changed},
-        ]
-        run.update_meta(status="running", resumes=resumes)
+            {"at": now(), "argv": list(sys.argv), "changes": changed,
+             "previous_status": meta.get("status"), "previous_error": meta.get("error")},
+        ]  # fmt: skip
+        run.update_meta(status="running", error=None, resumes=resumes)
         _say(f"resuming {run.path} {start}")
         _run(new_config, data, run, meta["precision"], verbose, resume=True)
     return run
