@@ -1,12 +1,15 @@
-"""Training and inference images/s of every registered model, fp32 and bf16.
+"""Training and inference images/s of every registered model, fp32 and bf16, with FLOP/s.
 
-    python benchmarks/throughput.py [--batch-size 256] [--steps 40] [--repeats 5] [--json FILE]
+    python benchmarks/throughput.py [--repeats 5] [--steps 12] [--json FILE]
 
-Each configuration is timed ``--repeats`` times, interleaved (repeat 1 of every configuration,
-then repeat 2, ...) so that a noisy neighbour slows all of them alike; the medians are printed,
-with each model's bf16 figures as a ratio to its fp32 baseline measured in the same run.
-"train+aug" is training exactly as cnnkit trains (augmentation layers in the training graph);
-"train" is the bare network. Input is random uint8 32x32x3 images: speed does not depend on content.
+Each model is trained as its preset trains it (seed_cnn: the `seed` recipe at batch 256, as the
+issue asks; fast_cnn: the `fast` recipe at its batch of 1024), including the augmentation layers
+that run in the training graph. A repeat is one Keras fit of ``--steps`` steps; its speed is
+the batch size over the median step time after two warm-up steps, so tracing and data set-up are
+left out. Configurations are interleaved (repeat 1 of each, then repeat 2, ...) so that a noisy
+neighbour slows them alike; medians over repeats are printed, bf16 as a ratio to the same model's
+fp32, and achieved training FLOP/s (3 x forward FLOPs x images/s) against a bf16 matmul peak
+measured in the same run. Input is random uint8 32x32x3 images: speed does not depend on content.
 """
 
 from __future__ import annotations
@@ -22,121 +25,120 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.config import AugmentConfig, TrainConfig
+from cnnkit.config import load_config
 from cnnkit.env import backend_name, cpu_model, import_keras
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+SETUPS = [("seed_cnn", "seed", 256), ("fast_cnn", "fast", 1024)]
 
 
-def build(name: str, policy: str, augment: bool, shape: tuple[int, int, int], classes: int) -> Any:
-    keras = import_keras()
-    from cnnkit.data.augment import create_augmenter
-    from cnnkit.models import create_model
-    from cnnkit.trainer import create_optimizer, training_model
-
-    keras.mixed_precision.set_global_policy(policy)
-    net = create_model(name, shape, classes)
-    augmenter = create_augmenter(AugmentConfig(), seed=0) if augment else None
-    model = training_model(net, augmenter)
-    model.compile(
-        optimizer=create_optimizer(TrainConfig()),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return net, model
+def matmul_peak(keras: Any, size: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of a square bf16 matmul: the most this CPU's bf16 units give a real kernel."""
+    a = keras.ops.ones((size, size), dtype="bfloat16")
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, a)[0, 0])
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=40, help="training steps per timed repeat")
+    parser.add_argument("--steps", type=int, default=12, help="training steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="*", help="default: every registered model")
     parser.add_argument("--json", default="benchmarks/results/throughput.json")
     args = parser.parse_args()
 
     keras = import_keras()
-    from cnnkit.models import list_models
+    from cnnkit.data.augment import create_augmenter
+    from cnnkit.models import count_flops, create_model
+    from cnnkit.optim import create_optimizer
+    from cnnkit.trainer import _StepTimer, adapt_layers, training_model
 
-    shape, classes, batch = (32, 32, 3), 10, args.batch_size
     rng = np.random.default_rng(0)
-    n = batch * args.steps
-    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=n)]
-
     configs: list[dict[str, Any]] = []
-    for name in args.models or list_models():
+    for name, preset, batch in SETUPS:
+        cfg = load_config(preset)
+        n = batch * args.steps
+        x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
         for label, policy in POLICIES.items():
             keras.utils.set_random_seed(0)
-            net, bare = build(name, policy, False, shape, classes)
-            _, augmented = build(name, policy, True, shape, classes)
-            for model in (bare, augmented):  # warm-up: graph tracing and oneDNN kernel selection
-                model.fit(x[: batch * 3], y[: batch * 3], batch_size=batch, epochs=1, verbose=0)
-            net.predict(x[: batch * 2], batch_size=512, verbose=0)
-            configs.append(
-                {
-                    "model": name,
-                    "precision": label,
-                    "policy": policy,
-                    "net": net,
-                    "bare": bare,
-                    "augmented": augmented,
-                    "train": [],
-                    "train_aug": [],
-                    "infer": [],
-                }
+            keras.mixed_precision.set_global_policy(policy)
+            net = create_model(name, (32, 32, 3), 10)
+            adapt_layers(net, x)
+            model = training_model(net, create_augmenter(cfg.augment, 0))
+            model.compile(
+                optimizer=create_optimizer(cfg.train, args.steps),
+                loss=keras.losses.CategoricalCrossentropy(
+                    label_smoothing=cfg.train.label_smoothing
+                ),
             )
+            configs.append({"model": name, "preset": preset, "precision": label, "batch": batch,
+                            "net": net, "fit": model, "x": x, "y": y, "flops": count_flops(net),
+                            "train": [], "infer": []})  # fmt: skip
+    peak = matmul_peak(keras)
 
     for repeat in range(args.repeats):
         for c in configs:
-            for key, model in (("train", c["bare"]), ("train_aug", c["augmented"])):
-                start = time.perf_counter()
-                model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-                c[key].append(n / (time.perf_counter() - start))
+            timer = _StepTimer()
+            c["fit"].fit(c["x"], c["y"], batch_size=c["batch"], epochs=1, verbose=0, shuffle=False,
+                         callbacks=[timer])  # fmt: skip
+            c["train"].append(c["batch"] / statistics.median(timer.seconds[2:]))
             start = time.perf_counter()
-            c["net"].predict(x, batch_size=512, verbose=0)
-            c["infer"].append(n / (time.perf_counter() - start))
+            c["net"].predict(c["x"], batch_size=1000, verbose=0)
+            c["infer"].append(len(c["x"]) / (time.perf_counter() - start))
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
 
     rows = []
+    seed_bf16 = None
     for c in configs:
         base = next(b for b in configs if b["model"] == c["model"] and b["precision"] == "fp32")
-        row = {"model": c["model"], "precision": c["precision"], "batch_size": batch}
-        for key in ("train", "train_aug", "infer"):
-            row[f"{key}_images_per_second"] = round(statistics.median(c[key]), 1)
-            row[f"{key}_runs"] = [round(v, 1) for v in c[key]]
-            row[f"{key}_vs_fp32"] = round(
-                statistics.median(c[key]) / statistics.median(base[key]), 2
-            )
+        train = statistics.median(c["train"])
+        row = {
+            "model": c["model"], "preset": c["preset"], "precision": c["precision"],
+            "batch_size": c["batch"], "forward_mflop_per_image": round(c["flops"] / 1e6, 1),
+            "train_images_per_second": round(train, 1), "train_runs": [round(v, 1) for v in c["train"]],
+            "infer_images_per_second": round(statistics.median(c["infer"]), 1),
+            "infer_runs": [round(v, 1) for v in c["infer"]],
+            "train_vs_fp32": round(train / statistics.median(base["train"]), 2),
+            "train_tflops": round(3 * c["flops"] * train / 1e12, 3),
+        }  # fmt: skip
+        row["share_of_matmul_peak"] = round(row["train_tflops"] * 1e12 / peak, 3)
+        if c["model"] == "seed_cnn" and c["precision"] == "bf16":
+            seed_bf16 = row["train_tflops"]
         rows.append(row)
+    for row in rows:
+        row["tflops_vs_seed_cnn_bf16"] = (
+            round(row["train_tflops"] / seed_bf16, 2) if seed_bf16 else None
+        )
 
-    print()
+    print(f"\nbf16 matmul peak measured in this run: {peak / 1e12:.2f} TFLOP/s")
     print(
-        f"{'model':<12} {'precision':<9} {'train img/s':>12} {'train+aug':>10} {'infer img/s':>12}"
-        f"   ratios to fp32 (train, train+aug, infer)"
+        f"{'model':<10} {'prec':<5} {'batch':>5} {'MFLOP/img':>9} {'train img/s':>11} {'vs fp32':>7} "
+        f"{'infer img/s':>11} {'train TFLOP/s':>13} {'of peak':>7} {'vs seed_cnn bf16':>16}"
     )
     for r in rows:
         print(
-            f"{r['model']:<12} {r['precision']:<9} {r['train_images_per_second']:>12,.0f} "
-            f"{r['train_aug_images_per_second']:>10,.0f} {r['infer_images_per_second']:>12,.0f}"
-            f"   {r['train_vs_fp32']:.2f}x {r['train_aug_vs_fp32']:.2f}x {r['infer_vs_fp32']:.2f}x"
+            f"{r['model']:<10} {r['precision']:<5} {r['batch_size']:>5} {r['forward_mflop_per_image']:>9.1f} "
+            f"{r['train_images_per_second']:>11,.0f} {r['train_vs_fp32']:>6.2f}x "
+            f"{r['infer_images_per_second']:>11,.0f} {r['train_tflops']:>13.3f} "
+            f"{r['share_of_matmul_peak']:>6.0%} {r['tflops_vs_seed_cnn_bf16']:>15.2f}x"
         )
     record = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "backend": backend_name(),
-        "keras": keras.__version__,
-        "batch_size": batch,
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "statistic": "median",
+        "backend": backend_name(), "keras": keras.__version__, "steps": args.steps,
+        "repeats": args.repeats, "statistic": "median", "matmul_peak_tflops": round(peak / 1e12, 3),
         "rows": rows,
-    }
+    }  # fmt: skip
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nmedians of {args.repeats} interleaved repeats of {n} images; JSON in {out}")
+    print(f"\nmedians of {args.repeats} interleaved repeats; JSON in {out}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,14 @@ def _offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy() -> Iterator[None]:
+    """In-process training sets a global mixed-precision policy; each test starts from float32."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+    yield
+
+
 def shared_cifar() -> Path | None:
     """The real CIFAR-10 archive beside the checkout (../shared/data), if this machine has it."""
     for candidate in (

@@ -230,11 +230,11 @@ def test_cifar_archive_in_the_official_format_trains(tmp_path: Path) -> None:
         str(tmp_path / "runs"),
         f"data.path={archive}",
         "train.epochs=1",
-        "data.val_split=0.2",
-        "train.eval_batch_size=64",
+        "train.batch_size=64",
     )
     assert result.returncode == 0, result.stderr
     run = Path(result.stdout.strip().splitlines()[-1])
-    assert run.name == "train"
+    assert run.name == "fast"  # the default preset
     meta = json.loads((run / "run.json").read_text())
-    assert meta["dataset"]["train"] == 120 and meta["dataset"]["test"] == 30
+    assert meta["dataset"]["train"] == 150 and meta["dataset"]["test"] == 30  # fast: no val split
+    assert meta["model"] == "fast_cnn"

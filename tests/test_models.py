@@ -12,7 +12,7 @@ from cnnkit.models import create_model, list_models, model_hparams
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("shape", [(32, 32, 3), (8, 8, 1)])
+@pytest.mark.parametrize("shape", [(32, 32, 3), (16, 16, 1)])
 def test_model_builds_trains_saves_and_reloads_in_a_fresh_process(
     name: str, shape: tuple[int, int, int], tmp_path: Path
 ) -> None:

@@ -277,3 +277,28 @@ def test_space_and_write_failures_are_clean_errors(
         checkpoint.save_state(target, model, checkpoint.TrainState())
     assert target.read_bytes() == b"the previous checkpoint"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+FAST = [
+    "--preset", "fast", "data.name=synthetic", "train.epochs=3", "train.batch_size=64",
+    "train.checkpoint_steps=4", "train.deterministic=true", "train.tta=1",
+]  # fmt: skip
+
+
+def test_fast_recipe_resumes_exactly(runs: Path) -> None:
+    """Lookahead's slow weights, the schedule's position and the flip phase survive a kill."""
+    reference = run_cli("train", *FAST, "--runs-dir", str(runs), "name=fast_ref")
+    assert reference.returncode == 0, reference.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "train", *FAST, "--runs-dir", str(runs), "name=fast_cut"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run = runs / "fast_cut"
+    _wait_for_checkpoint(run, process)
+    process.kill()
+    process.communicate()
+    resumed = run_cli("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    for a, b in zip(_weights(runs / "fast_ref"), _weights(run), strict=True):
+        assert np.array_equal(a, b)
+    assert (run / "metrics.json").read_bytes() == (runs / "fast_ref" / "metrics.json").read_bytes()

@@ -51,8 +51,27 @@ class EvalResult:
         ]
 
 
-def predict_probabilities(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int = 0) -> np.ndarray:
+    """Class probabilities, optionally averaged over test-time augmentations.
+
+    tta 1: the image and its mirror. tta 2: that, averaged half-and-half with the same for the
+    image shifted one pixel up-left and down-right (reflect-padded): six passes in all.
+    """
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+    def mirrored(images: np.ndarray) -> np.ndarray:
+        return 0.5 * (run(images) + run(images[:, :, ::-1]))
+
+    if tta <= 0:
+        return run(x)
+    if tta == 1:
+        return mirrored(x)
+    h, w = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [padded[:, 0:h, 0:w], padded[:, 2 : h + 2, 2 : w + 2]]
+    return 0.5 * mirrored(x) + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
 
 
 def score(
@@ -86,11 +105,11 @@ def score(
 
 
 def evaluate_model(
-    model: Any, split: Split, class_names: list[str], batch_size: int = 512
+    model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
 ) -> EvalResult:
-    """One forward pass over ``split``; every number comes from the same predictions."""
+    """One (test-time augmented) prediction of ``split``; every number comes from it."""
     start = time.perf_counter()
-    probabilities = predict_probabilities(model, split.x, batch_size)
+    probabilities = predict_probabilities(model, split.x, batch_size, tta)
     return score(probabilities, split, class_names, time.perf_counter() - start)
 
 

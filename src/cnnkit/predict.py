@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnkit.data.images import load_image
 from cnnkit.errors import ImageError
+from cnnkit.metrics import predict_probabilities
 from cnnkit.runs import Run, load_model, open_run
 
 
@@ -37,14 +38,15 @@ class Predictor:
         height, width, channels = self.model.input_shape[1:]
         self.image_size = (int(height), int(width))
         self.channels = int(channels)
+        self.tta = self.run.config().train.tta  # predict as the run was evaluated
 
     def load(self, path: str | Path) -> np.ndarray:
         """An image file as the uint8 array the model takes (raises ImageError)."""
         return load_image(path, self.image_size, self.channels)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for uint8 images ``(N, H, W, C)``."""
-        return np.asarray(self.model.predict(images, batch_size=self.batch_size, verbose=0))
+        """Class probabilities for uint8 images ``(N, H, W, C)`` (with the run's test-time augmentation)."""
+        return predict_probabilities(self.model, images, self.batch_size, self.tta)
 
     def predict(
         self, paths: Sequence[str | Path], top_k: int = 5

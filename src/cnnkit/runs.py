@@ -182,7 +182,9 @@ def load_model(path: Path) -> Any:
     from cnnkit.env import import_keras
 
     keras = import_keras()
-    import cnnkit.models  # noqa: F401  (registers cnnkit's serializable objects)
+    from cnnkit.models import list_models
+
+    list_models()  # imports every model module, which registers cnnkit's serializable objects
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)

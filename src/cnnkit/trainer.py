@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit.checkpoint import STATE_FILE, TrainState, load_state, save_network, save_state
-from cnnkit.config import TrainConfig
+from cnnkit.config import AugmentConfig, TrainConfig
+from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
 from cnnkit.env import import_keras
 from cnnkit.errors import TrainingDiverged, TrainingInterrupted
+from cnnkit.optim import create_optimizer, steps_per_epoch
 from cnnkit.runs import Run, write_text
 
 keras = import_keras()  # this module is only imported to train
@@ -47,22 +49,54 @@ class FitResult:
     best_epoch: int | None  # 1-based, by cfg.monitor; None without validation data
 
 
-def create_optimizer(cfg: TrainConfig) -> Any:
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(cfg.learning_rate)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return keras.optimizers.SGD(
-        cfg.learning_rate, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay or None
-    )
-
-
 def training_model(net: Any, augmenter: Any | None) -> Any:
     """``net`` preceded by ``augmenter``: what ``fit`` trains (the weights are shared with ``net``)."""
     if augmenter is None:
         return net
     inputs = keras.Input(shape=net.input_shape[1:], dtype="uint8", name="image")
     return keras.Model(inputs, net(augmenter(inputs)), name=f"train_{net.name}")
+
+
+def measure_speed(
+    build: Any,
+    train: Split,
+    num_classes: int,
+    cfg: TrainConfig,
+    augment: AugmentConfig,
+    steps: int = 6,
+) -> float:
+    """Steady-state training images/s of a throwaway copy of the model (median step time)."""
+    model = training_model(build(), create_augmenter(augment, 0))
+    model.compile(
+        optimizer=create_optimizer(cfg, steps_per_epoch(len(train), cfg.batch_size)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+    )
+    batch = cfg.batch_size
+    index = np.resize(np.arange(len(train)), batch * (steps + 2))  # repeats a small set
+    x, y = train.x[index], _one_hot(train.y[index], num_classes)
+    timer = _StepTimer()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+    return batch / float(np.median(timer.seconds[2:]))  # the first steps trace and warm up
+
+
+class _StepTimer(keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def adapt_layers(net: Any, images: np.ndarray) -> None:
+    """Fit the layers that learn from the data before training (``adapt``), such as whitening."""
+    for layer in net.layers:
+        if callable(getattr(layer, "adapt", None)):
+            layer.adapt(images)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -78,20 +112,31 @@ def fit(
     cfg: TrainConfig,
     run: Run,
     seed: int,
-    augmenter: Any | None = None,
+    augment: AugmentConfig | None = None,
     verbose: int | None = None,
     resume: bool = False,
+    callbacks: list[Any] | None = None,
 ) -> FitResult:
-    """Train ``net`` in place, checkpointing into ``run``; with ``resume``, continue its checkpoint."""
-    model = training_model(net, augmenter)
+    """Train ``net`` in place, checkpointing into ``run``; with ``resume``, continue its checkpoint.
+
+    ``callbacks`` are extra Keras callbacks, run after cnnkit's own at every epoch.
+    """
+    augment = augment or AugmentConfig(enabled=False)
+    model = training_model(net, create_augmenter(augment, seed))
     model.compile(
-        optimizer=create_optimizer(cfg),
-        loss=keras.losses.CategoricalCrossentropy(),
+        optimizer=create_optimizer(cfg, steps_per_epoch(len(train), cfg.batch_size)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
     state_file = run.checkpoints / STATE_FILE
-    state = load_state(state_file, model) if resume and state_file.is_file() else TrainState()
-    model.optimizer.learning_rate = cfg.learning_rate  # the config's, also after a forced change
+    if resume and state_file.is_file():
+        state = load_state(state_file, model)  # includes what adapt() fitted
+        if cfg.schedule == "constant":
+            model.optimizer.learning_rate = cfg.learning_rate  # the config's, even if forced anew
+    else:
+        state = TrainState()
+        adapt_layers(net, train.x)
+    epoch_images = EpochAugmenter(train.x, augment, seed)
     timer = EpochTimer(len(train))
     checkpointer = Checkpointer(net, run, cfg, state, len(train), timer)
     if resume:
@@ -100,20 +145,22 @@ def fit(
     validation = (val.x, _one_hot(val.y, num_classes)) if val is not None else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where someone watches it
-    callbacks = [timer, checkpointer]  # the timer first: it adds to the logs
+    # The timer first: it adds to the logs; the user's last: they see the finished logs.
+    all_callbacks = [timer, checkpointer, *(callbacks or [])]
     with _stop_on_signals(checkpointer):
         while state.epoch < cfg.epochs and not checkpointer.stop_early:
             order = epoch_order(seed, state.epoch, len(train))[state.step * cfg.batch_size :]
+            images = epoch_images(state.epoch) if epoch_images.active else train.x
             model.fit(
-                train.x[order],
+                images[order],
                 y[order],
                 batch_size=cfg.batch_size,
                 initial_epoch=state.epoch,
-                epochs=state.epoch + 1,
+                epochs=cfg.epochs,  # for the progress display; the Checkpointer ends each call
                 validation_data=validation,
                 validation_batch_size=cfg.eval_batch_size,
                 shuffle=False,  # the order is epoch_order's
-                callbacks=callbacks,
+                callbacks=all_callbacks,
                 verbose=verbose,
             )
     return FitResult(
@@ -298,10 +345,11 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         save_network(self.net, self.run.checkpoints / "last.keras")
         if improved:
             save_network(self.net, self.run.checkpoints / "best.keras")
+        # One Keras fit call per epoch: the next epoch's images are augmented and ordered anew.
+        self.model.stop_training = True
         patience = self.cfg.early_stopping
         if patience and state.best_epoch is not None and state.epoch - state.best_epoch >= patience:
             self.stop_early = True
-            self.model.stop_training = True
             print(
                 f"cnnkit: early stopping: no better {self.cfg.monitor} for {patience} epochs "
                 f"(best at epoch {state.best_epoch})",

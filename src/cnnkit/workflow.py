@@ -44,8 +44,16 @@ def _say(message: str) -> None:
     print(f"cnnkit: {message}", flush=True)
 
 
-def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = None) -> Run:
-    """Train ``config`` into a new folder under ``runs_dir``; return the finished run."""
+def train(
+    config: Config,
+    runs_dir: str | Path = "runs",
+    verbose: int | None = None,
+    callbacks: list[Any] | None = None,
+) -> Run:
+    """Train ``config`` into a new folder under ``runs_dir``; return the finished run.
+
+    ``callbacks``: extra Keras callbacks, called after cnnkit's own at each epoch.
+    """
     from cnnkit import env
     from cnnkit.data import load_dataset
     from cnnkit.models import check_hparams
@@ -54,6 +62,9 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
     check_hparams(config.model.name, config.model.params)
     data = load_dataset(config.data, config.seed)
     policy = env.resolve_precision(config.train.precision)
+    budget = None
+    if config.train.budget:
+        config, budget = _fit_budget(config, data, policy)
     run = create_run(runs_dir, config.name or "train")
     with lock_run(run):
         write_text(run.file(CONFIG_FILE), config.to_yaml())  # first: it makes the folder resumable
@@ -69,10 +80,49 @@ def train(config: Config, runs_dir: str | Path = "runs", verbose: int | None = N
             precision=policy,
             backend=env.backend_name(),
             deterministic=config.train.deterministic,
+            budget=budget,
         )
         write_json(run.file("env.json"), env.describe())
-        _run(config, data, run, policy, verbose, resume=False)
+        _run(config, data, run, policy, verbose, False, callbacks)
     return run
+
+
+def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, float]]:
+    """Set train.epochs so that training fits in train.budget seconds, at a measured speed.
+
+    The whole schedule (warm-up, decay, lookahead) then spans those epochs: a short budget gets
+    a complete short schedule rather than the start of a long one.
+    """
+    import time
+
+    from cnnkit import env, trainer
+    from cnnkit.models import create_model
+
+    start = time.perf_counter()
+    keras = env.import_keras()
+    keras.mixed_precision.set_global_policy(policy)
+
+    def build() -> Any:
+        return create_model(
+            config.model.name, data.input_shape, data.num_classes, **config.model.params
+        )
+
+    speed = trainer.measure_speed(build, data.train, data.num_classes, config.train, config.augment)
+    spent = time.perf_counter() - start
+    # 5 % for what an epoch costs beyond its steps (validation, checkpoints, augmentation).
+    epochs = int((config.train.budget - spent) * speed * 0.95 // len(data.train))
+    if epochs < 1:
+        raise ConfigError(
+            f"train.budget={config.train.budget:g} s is too short: one epoch of {len(data.train)} "
+            f"images takes about {len(data.train) / speed:.0f} s here"
+        )
+    _say(
+        f"budget {config.train.budget:g} s: {speed:.0f} images/s measured, so {epochs} epochs "
+        f"(was {config.train.epochs})"
+    )
+    record = {"seconds": config.train.budget, "images_per_second": round(speed, 1),
+              "calibration_seconds": round(spent, 1), "epochs": epochs}  # fmt: skip
+    return config.replace(**{"train.epochs": epochs}), record
 
 
 def resume(
@@ -80,6 +130,7 @@ def resume(
     overrides: Iterable[str] = (),
     force: bool = False,
     verbose: int | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Run:
     """Continue ``run`` from its last checkpoint, with its own config.
 
@@ -132,7 +183,7 @@ def resume(
         ]  # fmt: skip
         run.update_meta(status="running", error=None, resumes=resumes)
         _say(f"resuming {run.path} {start}")
-        _run(new_config, data, run, meta["precision"], verbose, resume=True)
+        _run(new_config, data, run, meta["precision"], verbose, True, callbacks)
     return run
 
 
@@ -154,7 +205,13 @@ def _flat(config: Config) -> dict[str, Any]:
 
 
 def _run(
-    config: Config, data: Any, run: Run, policy: str, verbose: int | None, resume: bool
+    config: Config,
+    data: Any,
+    run: Run,
+    policy: str,
+    verbose: int | None,
+    resume: bool,
+    callbacks: list[Any] | None,
 ) -> None:
     """Seed, build, fit (or continue), then evaluate and draw; record the outcome in run.json."""
     from cnnkit import env
@@ -172,7 +229,7 @@ def _run(
         f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}"
     )
     try:
-        result = _fit_and_evaluate(config, data, run, verbose, resume)
+        result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks)
     except TrainingInterrupted:
         run.update_meta(status="interrupted", ended=now())
         raise
@@ -190,11 +247,15 @@ def _run(
 
 
 def _fit_and_evaluate(
-    config: Config, data: Any, run: Run, verbose: int | None, resume: bool
+    config: Config,
+    data: Any,
+    run: Run,
+    verbose: int | None,
+    resume: bool,
+    callbacks: list[Any] | None,
 ) -> EvalResult:
     from cnnkit import report, trainer
     from cnnkit.checkpoint import remove_stale
-    from cnnkit.data.augment import create_augmenter
     from cnnkit.metrics import classification_report, evaluate_model
     from cnnkit.models import create_model
     from cnnkit.runs import load_model
@@ -206,14 +267,13 @@ def _fit_and_evaluate(
     lines: list[str] = []
     net.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     write_text(run.file("model_summary.txt"), "\n".join(lines) + "\n")
-    augmenter = create_augmenter(config.augment, config.seed)
     run.checkpoints.mkdir(exist_ok=True)
     remove_stale(run.checkpoints)
     remove_stale(run.path)
 
     fitted = trainer.fit(
         net, data.train, data.val, data.num_classes, config.train, run, config.seed,
-        augmenter, verbose, resume,
+        config.augment, verbose, resume, callbacks,
     )  # fmt: skip
     keep = config.train.keep
     best = run.checkpoints / "best.keras"
@@ -226,7 +286,9 @@ def _fit_and_evaluate(
     tmp.replace(run.model_path)
 
     model = load_model(run.model_path)  # evaluate what was saved, not what is in memory
-    result = evaluate_model(model, data.test, list(data.class_names), config.train.eval_batch_size)
+    result = evaluate_model(
+        model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
+    )
     write_json(run.file("metrics.json"), {"test": result.scores(), "kept": keep})
     write_text(run.file("classification_report.txt"), classification_report(result))
     report.write_plots(run.path, result)

@@ -1,4 +1,4 @@
-"""Training-time augmentation built from Keras preprocessing layers.
+"""Training-time augmentation: Keras preprocessing layers in the graph, and per-epoch array ops.
 
 The default equals the tutorial's ``ImageDataGenerator(rotation_range=15, width_shift_range=0.1,
 height_shift_range=0.1, horizontal_flip=True)`` (fill mode 'nearest', bilinear interpolation).
@@ -9,6 +9,8 @@ saved model: prediction never sees them.
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from cnnkit.config import AugmentConfig
 from cnnkit.env import import_keras
@@ -36,8 +38,54 @@ def create_augmenter(cfg: AugmentConfig, seed: int) -> Any | None:
                 cfg.shift, cfg.shift, fill_mode=cfg.fill_mode, seed=seed + 1, **common
             )
         )
-    if cfg.enabled and cfg.flip:
+    if cfg.enabled and cfg.flip and not cfg.alternate_flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 2, **common))
     if not layers:
         return None
     return keras.Sequential(layers, name="augment")
+
+
+class EpochAugmenter:
+    """Per-epoch augmentation on the whole uint8 training array, vectorised in NumPy.
+
+    ``augment.translate``: a random crop of each image reflect-padded by that many pixels.
+    ``augment.alternate_flip``: a fixed random half of the images is flipped, and every image is
+    flipped again on odd epochs. Both are pure functions of (seed, epoch), so a resumed run sees the
+    same images as an uninterrupted one, and both are backend-independent.
+    """
+
+    def __init__(self, images: np.ndarray, cfg: AugmentConfig, seed: int) -> None:
+        self.images = images
+        self.seed = seed
+        self.pad = cfg.translate if cfg.enabled else 0
+        self.alternate_flip = cfg.enabled and cfg.flip and cfg.alternate_flip
+        p = self.pad
+        # Padded once: each epoch only slices it.
+        self.padded = (
+            np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else None
+        )
+        rng = np.random.default_rng([seed, 0xF11B])
+        self.flipped = rng.random(len(images)) < 0.5 if self.alternate_flip else None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pad or self.alternate_flip)
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        x = self.images
+        if self.padded is not None:
+            n, h, w = x.shape[:3]
+            rng = np.random.default_rng([self.seed, epoch, 0xC209])
+            dy = rng.integers(0, 2 * self.pad + 1, size=n)
+            dx = rng.integers(0, 2 * self.pad + 1, size=n)
+            out = np.empty_like(x)
+            for oy in range(2 * self.pad + 1):  # one slice per offset: (2p+1)^2 copies in all
+                for ox in range(2 * self.pad + 1):
+                    rows = np.flatnonzero((dy == oy) & (dx == ox))
+                    out[rows] = self.padded[rows, oy : oy + h, ox : ox + w]
+            x = out
+        if self.flipped is not None:
+            flip = self.flipped ^ bool(epoch % 2)
+            x = x.copy() if x is self.images else x
+            x[flip] = x[flip, :, ::-1]
+        return x

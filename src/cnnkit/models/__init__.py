@@ -24,7 +24,7 @@ def register_model(factory: Factory) -> Factory:
 
 
 def _load_builtin() -> None:
-    from cnnkit.models import seed_cnn  # noqa: F401  (registers itself)
+    from cnnkit.models import fast_cnn, seed_cnn  # noqa: F401  (they register themselves)
 
 
 def list_models() -> list[str]:
@@ -66,3 +66,21 @@ def create_model(
     """Build a registered model. Raises ConfigError for an unknown name or parameter."""
     check_hparams(name, params)
     return get_factory(name)(tuple(input_shape), int(num_classes), **params)
+
+
+def count_flops(model: Any) -> int:
+    """Forward floating-point operations per image (a multiply-add counts 2) of the convolutions
+    and dense layers, which are nearly all of a CNN's work. Training costs about three times this:
+    the forward pass, and the gradients for the inputs and for the weights."""
+    total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or len(kernel.shape) not in (2, 4):
+            continue
+        out = layer.output.shape
+        if len(kernel.shape) == 4:  # (kh, kw, in, out) over an (H, W, out) output
+            kh, kw, cin, cout = kernel.shape
+            total += 2 * out[1] * out[2] * cout * kh * kw * cin
+        else:
+            total += 2 * kernel.shape[0] * kernel.shape[1]
+    return int(total)

@@ -1,0 +1,173 @@
+"""Test accuracy against training wall-clock time, per preset, over several seeds, in one run.
+
+    python benchmarks/time_to_accuracy.py [--target 0.7534] [--spec LABEL:PRESET:SEEDS[:key=value,...]]...
+
+Default specs: ``fast:fast:3`` (the default recipe), ``fast-2min:fast:3:train.budget=120`` (the
+fast recipe scaled to two minutes of training) and ``seed:seed:1`` (the tutorial; one seed,
+since one run takes about 40 minutes here). Every run trains on the real CIFAR-10 (found as
+cnnkit finds it: ``CNNKIT_DATA_DIR``, ``data.path=`` in a spec, or the cache).
+
+After each epoch a callback measures test accuracy (one plain pass, no test-time augmentation,
+so a conservative figure) with the clock stopped: times run from the first epoch's start and
+count training only (not loading, model building, a budget's speed calibration, or evaluation). A run's
+final accuracy is cnnkit's own (``metrics.json``, with the preset's test-time augmentation) and
+its total time is the whole ``cnnkit.train`` call (loading, building, training, evaluation).
+Prints, side by side, the time each spec needs to reach ``--target`` (the tutorial's 75.34 %) and
+its final accuracy (mean and spread over seeds); writes JSON and one chart of accuracy against
+time for all runs under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SPECS = ["fast:fast:3", "fast-2min:fast:3:train.budget=120", "seed:seed:1"]
+
+
+def parse_spec(text: str) -> dict[str, Any]:
+    parts = text.split(":", 3)
+    if len(parts) < 3:
+        raise SystemExit(f"--spec {text!r}: expected LABEL:PRESET:SEEDS[:key=value,...]")
+    overrides = [o for o in parts[3].split(",") if o] if len(parts) == 4 else []
+    return {"label": parts[0], "preset": parts[1], "seeds": int(parts[2]), "overrides": overrides}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--spec", action="append", help="LABEL:PRESET:SEEDS[:key=value,...]")
+    parser.add_argument("--target", type=float, default=0.7534)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    specs = [parse_spec(s) for s in (args.spec or DEFAULT_SPECS)]
+
+    import cnnkit
+    from cnnkit.data import load_dataset
+    from cnnkit.env import import_keras
+
+    keras = import_keras()
+
+    class TestAccuracy(keras.callbacks.Callback):  # type: ignore[misc]
+        """Test accuracy after each epoch, with the time it took taken off the clock."""
+
+        def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+            super().__init__()
+            self.x, self.y = x, y
+            self.start: float | None = None
+            self.paused = 0.0
+            self.points: list[tuple[float, float]] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            assert self.start is not None
+            now = time.perf_counter()
+            elapsed = now - self.start - self.paused  # training so far, earlier evaluations out
+            probabilities = self.model.predict(self.x, batch_size=1000, verbose=0)
+            accuracy = float(np.mean(np.argmax(probabilities, axis=1) == self.y))
+            self.paused += time.perf_counter() - now
+            self.points.append((elapsed, accuracy))
+            print(f"    epoch {epoch + 1}: {accuracy:.4f} at {elapsed:.0f} s", flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="cnnkit-tta-"))
+    results: list[dict[str, Any]] = []
+    for spec in specs:
+        for seed in range(spec["seeds"]):
+            config = cnnkit.load_config(
+                spec["preset"], overrides=[*spec["overrides"], f"seed={seed}"]
+            )
+            data = load_dataset(config.data, config.seed)
+            probe = TestAccuracy(data.test.x, data.test.y)
+            print(f"{spec['label']} seed {seed}:", flush=True)
+            start = time.perf_counter()
+            run = cnnkit.train(config, runs_dir=root / spec["label"], verbose=0, callbacks=[probe])
+            total = time.perf_counter() - start
+            meta = run.meta()
+            final = json.loads(run.file("metrics.json").read_text())["test"]["accuracy"]
+            reached = next((t for t, a in probe.points if a >= args.target), None)
+            results.append({
+                "label": spec["label"], "preset": spec["preset"], "overrides": spec["overrides"],
+                "seed": seed, "epochs": meta["epochs"], "curve": probe.points,
+                "train_seconds": probe.points[-1][0] if probe.points else None,
+                "total_seconds": round(total, 1), "eval_seconds": meta.get("eval_seconds"),
+                "final_accuracy": final, "seconds_to_target": reached,
+            })  # fmt: skip
+            print(
+                f"  final {final:.4f} (tta {config.train.tta}), {total:.0f} s in all, "
+                f"target reached at {reached if reached is None else round(reached)} s",
+                flush=True,
+            )
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "time_to_accuracy.json").write_text(
+        json.dumps({"target": args.target, "runs": results}, indent=2)
+    )
+    print(
+        f"\n{'spec':<11} {'seeds':>5} {'final accuracy':>18} {'to ' + f'{args.target:.2%}':>16} "
+        f"{'training s':>11} {'total s':>8}"
+    )
+    for spec in specs:
+        runs = [r for r in results if r["label"] == spec["label"]]
+        finals = [r["final_accuracy"] for r in runs]
+        reached = [r["seconds_to_target"] for r in runs if r["seconds_to_target"] is not None]
+        spread = f" ± {statistics.stdev(finals):.2%}" if len(finals) > 1 else ""
+        to_target = (
+            f"{statistics.median(reached):.0f} s ({len(reached)}/{len(runs)})"
+            if reached
+            else "not reached"
+        )
+        print(
+            f"{spec['label']:<11} {len(runs):>5} {statistics.mean(finals):>10.2%}{spread:<8} {to_target:>16} "
+            f"{statistics.median(r['train_seconds'] for r in runs):>11.0f} "
+            f"{statistics.median(r['total_seconds'] for r in runs):>8.0f}"
+        )
+    plot(results, args.target, out / "time_to_accuracy.png")
+    print(
+        f"\ncurves: test accuracy after each epoch without TTA; final: with the preset's TTA. "
+        f"JSON and chart in {out}"
+    )
+    return 0
+
+
+def plot(results: list[dict[str, Any]], target: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    colours: dict[str, str] = {}
+    palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
+    for r in results:
+        colour = colours.setdefault(r["label"], next(palette))
+        times = [t / 60 for t, _ in r["curve"]]
+        accuracies = [100 * a for _, a in r["curve"]]
+        ax.plot(times, accuracies, marker="o", markersize=3, color=colour, alpha=0.85,
+                label=r["label"] if r["seed"] == 0 else None)  # fmt: skip
+    ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1)
+    ax.text(0.2, 100 * target + 0.6, f"tutorial's {target:.2%}", color="grey", fontsize=8)
+    ax.set_xlabel("training time (minutes, this 2-core CPU)")
+    ax.set_ylabel("test accuracy (%), no TTA")
+    ax.set_title("CIFAR-10 test accuracy against training time")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

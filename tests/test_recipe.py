@@ -1,0 +1,185 @@
+"""The fast recipe's pieces, each checked on tiny data against a hand-computed expectation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit.config import AugmentConfig, load_config
+from cnnkit.data.augment import EpochAugmenter
+from cnnkit.env import import_keras
+
+keras = import_keras()
+
+
+def _correlated_images(n: int = 300, size: int = 16, seed: int = 0) -> np.ndarray:
+    """Smooth, channel-correlated images: their 2x2 patches are far from white."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, size + 3, size + 3, 1))
+    smooth = (base[:, :-3, :-3] + base[:, 1:-2, 1:-2] + base[:, 2:-1, 2:-1] + base[:, 3:, 3:]) / 4
+    colour = smooth * np.array([1.0, 0.8, 0.6]) + 0.2 * rng.normal(size=(n, size, size, 3))
+    return np.clip(128 + 60 * colour, 0, 255).astype(np.uint8)
+
+
+def test_whitening_gives_identity_covariance_on_its_own_patches() -> None:
+    from cnnkit.models.fast_cnn import PatchWhitening
+
+    images = _correlated_images()
+    layer = PatchWhitening(2)
+    layer.adapt(images)
+    out = np.asarray(layer(images.astype("float32")), dtype=np.float64)
+    assert out.shape == (300, 15, 15, 24)
+    half = out[..., :12] - np.asarray(layer.bias)[:12]  # the other 12 filters are the negatives
+    np.testing.assert_allclose(out[..., 12:], -out[..., :12], atol=1e-4)
+    flat = half.reshape(-1, 12)
+    covariance = flat.T @ flat / len(flat)
+    # eps = 5e-4 keeps the smallest directions slightly under 1; all others are 1, off-diagonals 0.
+    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 0.02
+    assert np.all(np.diag(covariance) > 0.9) and np.all(np.diag(covariance) < 1.01)
+    raw = images[:, :2, :2].reshape(300, -1).astype(np.float64)
+    assert np.corrcoef(raw.T)[0, 1] > 0.5  # the input was strongly correlated
+
+
+def test_whitening_kernel_is_frozen_and_saved(tmp_path: object) -> None:
+    from cnnkit.models import create_model
+    from cnnkit.trainer import adapt_layers
+
+    model = create_model("fast_cnn", (32, 32, 3), 10)
+    whiten = model.get_layer("whiten")
+    assert [w.name for w in whiten.trainable_weights] == ["bias"]
+    adapt_layers(model, _correlated_images(64, 32))
+    path = f"{tmp_path}/m.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        np.asarray(again.get_layer("whiten").kernel), np.asarray(whiten.kernel)
+    )
+
+
+def test_schedule_warms_up_then_decays_linearly() -> None:
+    from cnnkit.optim import WarmupLinearDecay
+
+    schedule = WarmupLinearDecay(peak=2.0, total_steps=100, warmup=0.2, start=0.2)
+    values = [float(schedule(s)) for s in (0, 10, 20, 60, 100, 120)]
+    np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 1.0, 0.0, 0.0], atol=1e-6)
+
+
+def _torch_style_reference(w0, grads, lr, mult, decay, peak, momentum, lookahead, total):  # type: ignore[no-untyped-def]
+    """PyTorch SGD(nesterov, weight_decay=decay/(peak*mult)) plus airbench's lookahead, in NumPy."""
+    w, buf, slow = w0.copy(), np.zeros_like(w0), w0.copy()
+    for step, g in enumerate(grads, start=1):
+        g = g + decay / (peak * mult) * w
+        buf = momentum * buf + g
+        w = w - lr * mult * (g + momentum * buf)
+        if step % lookahead == 0 or step == total:
+            keep = 1.0 if step == total else 0.95**5 * (step / total) ** 3
+            slow = slow + (1 - keep) * (w - slow)
+            w = slow.copy()
+    return w
+
+
+@pytest.mark.parametrize("mult", [1.0, 64.0])
+def test_nesterov_sgd_matches_the_pytorch_formula_with_lookahead(mult: float) -> None:
+    from cnnkit.optim import NesterovSGD
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(5,)).astype("float32")
+    grads = [rng.normal(size=(5,)).astype("float32") for _ in range(7)]
+    variable = keras.Variable(w0, name="beta" if mult != 1.0 else "kernel")
+    optimizer = NesterovSGD(
+        0.01, peak=0.01, momentum=0.85, decay=0.003, multipliers={"beta": 64.0},
+        lookahead_every=3, total_steps=7,
+    )  # fmt: skip
+    for g in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+    expected = _torch_style_reference(w0, grads, 0.01, mult, 0.003, 0.01, 0.85, 3, 7)
+    np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_variables_stop_moving_after_their_step() -> None:
+    from cnnkit.optim import NesterovSGD
+
+    frozen = keras.Variable(np.ones(3, "float32"), name="bias")
+    optimizer = NesterovSGD(0.1, peak=0.1, momentum=0.5, freeze_after={"bias": 2})
+    values = []
+    for _ in range(4):
+        optimizer.apply([keras.ops.ones((3,))], [frozen])
+        values.append(float(np.asarray(frozen)[0]))
+    assert values[0] < 1.0 and values[1] < values[0]  # steps 0 and 1 move it
+    assert values[2] == values[1] == values[3]  # from step 2 on it stays
+
+
+def test_epoch_augmenter_translates_and_alternates_flips() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
+    cfg = AugmentConfig(rotation=0, shift=0, translate=2, alternate_flip=True)
+    augment = EpochAugmenter(images, cfg, seed=3)
+    first, again = augment(0), augment(0)
+    assert np.array_equal(first, again)  # a pure function of (seed, epoch)
+    assert not np.array_equal(first, augment(2))  # new crops each epoch
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for i in range(40):  # every image is an 8x8 window of its padded self, mirrored or not
+        windows = [
+            padded[i, y : y + 8, x : x + 8][:, ::flip]
+            for y in range(5)
+            for x in range(5)
+            for flip in (1, -1)
+        ]
+        assert any(np.array_equal(first[i], w) for w in windows)
+    # Flips only: epoch 1 flips exactly the images that epoch 0 did not.
+    flips = EpochAugmenter(images, AugmentConfig(rotation=0, shift=0, alternate_flip=True), seed=3)
+    even, odd = flips(0), flips(1)
+    flipped_even = np.array([np.array_equal(even[i], images[i, :, ::-1]) for i in range(40)])
+    flipped_odd = np.array([np.array_equal(odd[i], images[i, :, ::-1]) for i in range(40)])
+    assert np.array_equal(flipped_odd, ~flipped_even) and 5 < flipped_even.sum() < 35
+    assert not EpochAugmenter(images, AugmentConfig(), seed=0).active  # the tutorial's is in-graph
+
+
+def test_tta_levels() -> None:
+    from cnnkit.metrics import predict_probabilities
+
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    x = np.random.default_rng(0).integers(0, 256, size=(4, 6, 6, 1)).astype("uint8")
+    plain = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict_probabilities(model, x, 2, tta=0), plain, rtol=1e-6)
+    mirror = 0.5 * (plain + model.predict(x[:, :, ::-1], verbose=0))
+    np.testing.assert_allclose(predict_probabilities(model, x, 2, tta=1), mirror, rtol=1e-5)
+    symmetric = np.concatenate([x[:, :, :3], x[:, :, :3][:, :, ::-1]], axis=2)  # its own mirror
+    np.testing.assert_allclose(
+        predict_probabilities(model, symmetric, 2, tta=1),
+        model.predict(symmetric, verbose=0),
+        rtol=1e-5,
+    )
+    level2 = predict_probabilities(model, x, 2, tta=2)
+    np.testing.assert_allclose(level2.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(level2, mirror)
+
+
+def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit import trainer, workflow
+    from cnnkit.config import DataConfig
+    from cnnkit.data import load_dataset
+    from cnnkit.errors import ConfigError
+
+    data = load_dataset(DataConfig(name="synthetic", val_split=0.0), seed=0)  # 800 images
+    monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: 400.0)
+    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=30"])
+    resolved, record = workflow._fit_budget(config, data, "float32")
+    # (30 s - calibration) * 400 images/s * 0.95 // 800 images: 14 epochs at most, fewer if slow.
+    assert 1 <= resolved.train.epochs <= 14 and record["epochs"] == resolved.train.epochs
+    assert record["images_per_second"] == 400.0
+    with pytest.raises(ConfigError, match="too short"):
+        workflow._fit_budget(config.replace(**{"train.budget": 1.0}), data, "float32")
+
+
+def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
+    default, fast, seed = load_config(), load_config("fast"), load_config("seed")
+    assert default == fast and fast.model.name == "fast_cnn" and fast.train.tta == 2
+    assert seed.model.name == "seed_cnn" and seed.train.optimizer == "adam"
+    assert seed.train.learning_rate == 1e-4 and seed.augment.translate == 0
