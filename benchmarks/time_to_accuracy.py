@@ -11,7 +11,8 @@ After each epoch a callback measures test accuracy (one plain pass, no test-time
 so a conservative figure) with the clock stopped: times run from the first epoch's start and
 count training only (not loading, model building, a budget's speed calibration, or evaluation). A run's
 final accuracy is cnnkit's own (``metrics.json``, with the preset's test-time augmentation) and
-its total time is the whole ``cnnkit.train`` call (loading, building, training, evaluation).
+its total time is the whole ``cnnkit.train`` call (loading, building, training, evaluation)
+less the probe's evaluations.
 ``--stop-at-target LABEL`` ends that spec's runs at the first epoch past the target (for the
 tutorial's recipe, whose full 100 epochs are recorded in docs/seed-run/).
 Prints, side by side, the time each spec needs to reach ``--target`` (the tutorial's 75.34 %) and
@@ -116,13 +117,15 @@ def main() -> int:
             except TargetReached:
                 meta = {"epochs": len(probe.points), "stopped_at_target": True}
                 final = probe.points[-1][1]
-            total = time.perf_counter() - start
+            # The probe's own evaluations are not part of a run: take them off its total.
+            total = time.perf_counter() - start - probe.paused
             reached = next((t for t, a in probe.points if a >= args.target), None)
             results.append({
                 "label": spec["label"], "preset": spec["preset"], "overrides": spec["overrides"],
                 "seed": seed, "epochs": meta["epochs"], "curve": probe.points,
                 "train_seconds": probe.points[-1][0] if probe.points else None,
-                "total_seconds": round(total, 1), "eval_seconds": meta.get("eval_seconds"),
+                "total_seconds": round(total, 1), "probe_seconds": round(probe.paused, 1),
+                "eval_seconds": meta.get("eval_seconds"),
                 "final_accuracy": final, "seconds_to_target": reached,
                 "stopped_at_target": bool(meta.get("stopped_at_target")),
             })  # fmt: skip
