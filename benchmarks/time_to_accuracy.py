@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -63,9 +64,12 @@ def main() -> int:
 
     import cnnkit
     from cnnkit.data import load_dataset
-    from cnnkit.env import import_keras
+    from cnnkit.env import cpu_model, import_keras
+    from cnnkit.errors import CnnkitError
 
     keras = import_keras()
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "keras": keras.__version__,
+               "backend": keras.backend.backend()}  # fmt: skip
 
     class TargetReached(Exception):
         """Raised by the probe to end a run that only has to reach the target."""
@@ -97,7 +101,19 @@ def main() -> int:
                 raise TargetReached
 
     root = Path(tempfile.mkdtemp(prefix="cnnkit-tta-"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every run, so that a long benchmark loses nothing if stopped
+        (out / "time_to_accuracy.json").write_text(
+            json.dumps(
+                {"target": args.target, "machine": machine, "runs": results, "failed": failures},
+                indent=2,
+            )
+        )
+
     for spec in specs:
         for seed in range(spec["seeds"]):
             config = cnnkit.load_config(
@@ -117,6 +133,10 @@ def main() -> int:
             except TargetReached:
                 meta = {"epochs": len(probe.points), "stopped_at_target": True}
                 final = probe.points[-1][1]
+            except CnnkitError as exc:  # e.g. a budget too short for this machine: say, go on
+                print(f"  failed: {exc}", flush=True)
+                failures.append({"label": spec["label"], "seed": seed, "error": str(exc)})
+                continue
             # The probe's own evaluations are not part of a run: take them off its total.
             total = time.perf_counter() - start - probe.paused
             reached = next((t for t, a in probe.points if a >= args.target), None)
@@ -134,18 +154,17 @@ def main() -> int:
                 f"target reached at {reached if reached is None else round(reached)} s",
                 flush=True,
             )
+            save()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "time_to_accuracy.json").write_text(
-        json.dumps({"target": args.target, "runs": results}, indent=2)
-    )
     print(
         f"\n{'spec':<11} {'seeds':>5} {'final accuracy':>18} {'to ' + f'{args.target:.2%}':>16} "
         f"{'training s':>11} {'total s':>8}"
     )
     for spec in specs:
         runs = [r for r in results if r["label"] == spec["label"]]
+        if not runs:
+            print(f"{spec['label']:<11} no run finished (see 'failed' in the JSON)")
+            continue
         finals = [r["final_accuracy"] for r in runs]
         reached = [r["seconds_to_target"] for r in runs if r["seconds_to_target"] is not None]
         spread = f" ± {statistics.stdev(finals):.2%}" if len(finals) > 1 else ""

@@ -178,6 +178,25 @@ def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.Monk
         workflow._fit_budget(config.replace(**{"train.budget": 1.0}), data, "float32")
 
 
+def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cnnkit import trainer, workflow
+    from cnnkit.data import load_dataset
+
+    monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: 50.0)
+    config = load_config(
+        "fast", overrides=["data.name=synthetic", "train.budget=10", "train.batch_size=64"]
+    )
+    data = load_dataset(config.data, config.seed)  # 800 images, no validation split
+    resolved, record = workflow._fit_budget(config, data, "float32")
+    # (10 s - calibration) * 50 images/s * 0.95: at most 475 images, one epoch over them.
+    assert resolved.train.epochs == 1 and 128 <= record["train_images"] <= 475
+    sample = load_dataset(resolved.data, resolved.seed)
+    assert len(sample.train) == record["train_images"] == resolved.data.train_subset
+    assert np.bincount(sample.train.y).min() >= np.bincount(sample.train.y).max() - 1  # stratified
+
+
 def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
     default, fast, seed = load_config(), load_config("fast"), load_config("seed")
     assert default == fast and fast.model.name == "fast_cnn" and fast.train.tta == 2

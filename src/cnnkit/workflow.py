@@ -65,6 +65,8 @@ def train(
     budget = None
     if config.train.budget:
         config, budget = _fit_budget(config, data, policy)
+        if "train_images" in budget:  # a sample of the training images: drawn as on resume
+            data = load_dataset(config.data, config.seed)
     run = create_run(runs_dir, config.name or "train")
     with lock_run(run):
         write_text(run.file(CONFIG_FILE), config.to_yaml())  # first: it makes the folder resumable
@@ -110,19 +112,33 @@ def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[st
     speed = trainer.measure_speed(build, data.train, data.num_classes, config.train, config.augment)
     spent = time.perf_counter() - start
     # 5 % for what an epoch costs beyond its steps (validation, checkpoints, augmentation).
-    epochs = int((config.train.budget - spent) * speed * 0.95 // len(data.train))
-    if epochs < 1:
+    images = (config.train.budget - spent) * speed * 0.95
+    epochs = int(images // len(data.train))
+    record = {"seconds": config.train.budget, "images_per_second": round(speed, 1),
+              "calibration_seconds": round(spent, 1), "epochs": max(epochs, 1)}  # fmt: skip
+    if epochs >= 1:
+        _say(
+            f"budget {config.train.budget:g} s: {speed:.0f} images/s measured, so {epochs} epochs "
+            f"(was {config.train.epochs})"
+        )
+        return config.replace(**{"train.epochs": epochs}), record
+    # Less than one epoch fits: one epoch on a stratified sample of the size that does (the
+    # whole schedule still runs, over fewer steps). The sample is drawn before the validation
+    # split, like data.train_subset, which records it for resume and for the run's config.
+    keep = 1.0 - config.data.val_split
+    subset = int(images / keep)
+    if subset < max(2 * config.train.batch_size, 10 * data.num_classes) or subset < 1:
         raise ConfigError(
-            f"train.budget={config.train.budget:g} s is too short: one epoch of {len(data.train)} "
-            f"images takes about {len(data.train) / speed:.0f} s here"
+            f"train.budget={config.train.budget:g} s is too short: {speed:.0f} training images/s "
+            f"here, after {spent:.0f} s measuring it; give at least "
+            f"{spent + 2 * config.train.batch_size / speed / 0.95 + 1:.0f} s"
         )
     _say(
-        f"budget {config.train.budget:g} s: {speed:.0f} images/s measured, so {epochs} epochs "
-        f"(was {config.train.epochs})"
+        f"budget {config.train.budget:g} s: {speed:.0f} images/s measured, so 1 epoch on "
+        f"{int(subset * keep)} of the {len(data.train)} training images"
     )
-    record = {"seconds": config.train.budget, "images_per_second": round(speed, 1),
-              "calibration_seconds": round(spent, 1), "epochs": epochs}  # fmt: skip
-    return config.replace(**{"train.epochs": epochs}), record
+    record["train_images"] = int(subset * keep)
+    return config.replace(**{"train.epochs": 1, "data.train_subset": subset}), record
 
 
 def resume(
