@@ -127,7 +127,7 @@ def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[st
     # split, like data.train_subset, which records it for resume and for the run's config.
     keep = 1.0 - config.data.val_split
     subset = int(images / keep)
-    if subset < max(2 * config.train.batch_size, 10 * data.num_classes) or subset < 1:
+    if subset < max(2 * config.train.batch_size, 10 * data.num_classes):
         raise ConfigError(
             f"train.budget={config.train.budget:g} s is too short: {speed:.0f} training images/s "
             f"here, after {spent:.0f} s measuring it; give at least "
