@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tarfile
 from pathlib import Path
@@ -63,7 +64,8 @@ def test_cifar_reader_takes_archive_or_folder(
         with tarfile.open(cifar_archive) as archive:
             archive.extractall(out, filter="data")
         path = out / "cifar-10-batches-py" if form == "folder" else out
-    train, test, names, _ = cifar.load(str(path), allow_download=False)
+    src = cifar.load(str(path), allow_download=False)
+    train, test, names = src.train, src.test, src.class_names
     assert train.x.shape == (150, 32, 32, 3) and test.x.shape == (30, 32, 32, 3)
     assert names[0] == "airplane" and len(names) == 10
     # The planes are R, G, B: pixel (0, 0) of image 0 is data[0, 0], data[0, 1024], data[0, 2048].
@@ -161,8 +163,9 @@ def test_download_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("CNNKIT_OFFLINE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     source = write_cifar_archive(tmp_path / "served.tar.gz", cifar_members())
-    monkeypatch.setattr(cifar, "URL", source.as_uri())
-    monkeypatch.setattr(cifar, "MD5", file_md5(source))
+    served = dataclasses.replace(cifar.CIFAR10, url=source.as_uri(), md5=file_md5(source))
+    monkeypatch.setattr(cifar, "CIFAR10", served)
+    monkeypatch.setattr(cifar.locate, "__defaults__", (served,))
     first = cifar.locate(None, allow_download=True)
     assert first == tmp_path / "cache" / "cnnkit" / cifar.ARCHIVE
     source.unlink()  # a second lookup must use the cache, not the network

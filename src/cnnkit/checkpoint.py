@@ -114,6 +114,15 @@ def load_state(path: Path, model: Any) -> TrainState:
     return TrainState(**record["state"])
 
 
+def saved_epoch(path: Path) -> int:
+    """The number of whole epochs the checkpoint at ``path`` has done (0 if it is unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return int(json.loads(bytes(npz["record"]).decode())["state"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return 0
+
+
 def _generic(path: str) -> str:
     # Keras numbers repeated names (seed_generator_4) by creation order within a process.
     return re.sub(r"_\d+(?=/|$)", "", path)

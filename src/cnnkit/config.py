@@ -36,11 +36,27 @@ def _require(ok: bool, key: str, rule: str, value: Any) -> None:
 class DataConfig:
     """Where images come from and how they are split."""
 
+    # cifar10, cifar100, mnist, fashion_mnist, digits, synthetic, or folder (with data.path).
     name: str = "cifar10"
     # An archive or folder; when empty: $CNNKIT_DATA_DIR, then the user cache, then a download.
+    # For data.name=folder: DIR/<class>/*.jpg|png|..., or DIR/train, DIR/val, DIR/test laid out so.
     path: str | None = None
     # Fraction of the training set held out for validation, stratified and seeded (the tutorial's 20 %).
+    # A folder with its own val/ part uses that instead.
     val_split: float = 0.2
+    # Where a source has no test part (a folder without test/): this fraction of it, stratified,
+    # always drawn with seed 0 so that runs with different seeds are tested on the same images.
+    test_split: float = 0.2
+    # Square side in pixels every image is resized to (the same at train and predict time).
+    # 0: the source's own size; for a folder, the median of its images' sides, at most 128.
+    image_size: int = 0
+    # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses).
+    label: str = field(default="fine", metadata=_choice("fine", "coarse"))
+    # Decoded folder images: memory (all in RAM), disk (a decoded copy in the user cache, read a
+    # batch at a time and reused by later runs), none (decoded from the files for every batch),
+    # auto (memory when they fit in cache_mb, else disk).
+    cache: str = field(default="auto", metadata=_choice("auto", "memory", "disk", "none"))
+    cache_mb: int = 2048
     # Keep a stratified sample of this many training (and test) images; 0 keeps them all.
     train_subset: int = 0
     test_subset: int = 0
@@ -51,6 +67,12 @@ class DataConfig:
         _require(0.0 <= self.val_split < 1.0, "data.val_split", "be in [0, 1)", self.val_split)
         _require(self.train_subset >= 0, "data.train_subset", "be 0 or more", self.train_subset)
         _require(self.test_subset >= 0, "data.test_subset", "be 0 or more", self.test_subset)
+        _require(0.0 < self.test_split < 1.0, "data.test_split", "be in (0, 1)", self.test_split)
+        _require(
+            self.image_size == 0 or 8 <= self.image_size <= 1024,
+            "data.image_size", "be 0 (automatic) or 8..1024", self.image_size,
+        )  # fmt: skip
+        _require(self.cache_mb >= 0, "data.cache_mb", "be 0 or more", self.cache_mb)
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,10 @@ class ModelConfig:
 
     name: str = "seed_cnn"
     params: dict[str, Any] = field(default_factory=dict)
+    # Pretrained backbones (resnet50, mobilenet_v2, efficientnet_b0): imagenet (downloaded by
+    # Keras when online), none (random), or the path of a weights file; auto: imagenet for those,
+    # none for cnnkit's own networks.
+    weights: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,15 @@ class TrainConfig:
     checkpoint_steps: int = 0
     # Bit-identical results for the same seed on the same machine and backend (costs some speed).
     deterministic: bool = False
+    # balanced: weight each class's loss by n_images / (n_classes * n_class_images) (scikit-learn's
+    # "balanced"), so that rare classes count as much as common ones.
+    class_weight: str = field(default="none", metadata=_choice("none", "balanced"))
+    # Transfer learning: train only the head for this many epochs with the backbone frozen, then
+    # fine-tune the backbone's top `finetune_layers` layers (0: all of it) with the learning rate
+    # times `finetune_lr_scale`. BatchNorm layers of the backbone stay in inference mode throughout.
+    freeze_epochs: int = 0
+    finetune_layers: int = 0
+    finetune_lr_scale: float = 0.1
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "be 1 or more", self.epochs)
@@ -131,6 +166,14 @@ class TrainConfig:
         _require(
             self.eval_batch_size >= 1, "train.eval_batch_size", "be 1 or more", self.eval_batch_size
         )
+        _require(self.freeze_epochs >= 0, "train.freeze_epochs", "be 0 or more", self.freeze_epochs)
+        _require(
+            self.finetune_layers >= 0, "train.finetune_layers", "be 0 or more", self.finetune_layers
+        )
+        _require(
+            self.finetune_lr_scale > 0, "train.finetune_lr_scale", "be positive",
+            self.finetune_lr_scale,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -200,6 +243,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial, exactly: Adam 1e-4, batch 64, 100 epochs, ImageDataGenerator-style augmentation,
     # evaluated with the weights of the last epoch.
     "seed": {"train.keep": "last"},
+    # Transfer learning from ImageNet (keras.applications MobileNetV2 at 96x96): three epochs
+    # of the head alone, then three fine-tuning the top of the backbone at a tenth of the rate.
+    "transfer": {
+        "model.name": "mobilenet_v2",
+        "data.image_size": 96,
+        "augment.rotation": 0.0,
+        "train.epochs": 6,
+        "train.batch_size": 32,
+        "train.learning_rate": 1e-3,
+        "train.freeze_epochs": 3,
+        "train.finetune_layers": 40,
+        "train.finetune_lr_scale": 0.1,
+    },
     # Seconds, for trying things: a stratified sample of CIFAR-10 and two epochs.
     "smoke": {
         "data.train_subset": 2000,

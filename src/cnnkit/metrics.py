@@ -56,7 +56,15 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int =
 
     tta 1: the image and its mirror. tta 2: that, averaged half-and-half with the same for the
     image shifted one pixel up-left and down-right (reflect-padded): six passes in all.
+    Images on disk (an ImageArray) are read and predicted a block at a time.
     """
+    if not isinstance(x, np.ndarray):
+        block = max(batch_size, 4096)
+        parts = [
+            predict_probabilities(model, x[i : i + block], batch_size, tta)
+            for i in range(0, len(x), block)
+        ]
+        return np.concatenate(parts)
 
     def run(images: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.checkpoint import STATE_FILE, TrainState, load_state, save_network, save_state
+from cnnkit.checkpoint import (
+    STATE_FILE,
+    TrainState,
+    load_state,
+    save_network,
+    save_state,
+    saved_epoch,
+)
 from cnnkit.config import AugmentConfig, TrainConfig
 from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
@@ -123,13 +130,12 @@ def fit(
     """
     augment = augment or AugmentConfig(enabled=False)
     model = training_model(net, create_augmenter(augment, seed))
-    model.compile(
-        optimizer=create_optimizer(cfg, steps_per_epoch(len(train), cfg.batch_size)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
-    )
+    steps = steps_per_epoch(len(train), cfg.batch_size)
     state_file = run.checkpoints / STATE_FILE
-    if resume and state_file.is_file():
+    resuming = resume and state_file.is_file()
+    phase = training_phase(net, cfg, saved_epoch(state_file) if resuming else 0)
+    compile_phase(model, net, cfg, steps, phase)
+    if resuming:
         state = load_state(state_file, model)  # includes what adapt() fitted
         if cfg.schedule == "constant":
             model.optimizer.learning_rate = cfg.learning_rate  # the config's, even if forced anew
@@ -142,30 +148,124 @@ def fit(
     if resume:
         checkpointer.restore_files()
     y = _one_hot(train.y, num_classes)
-    validation = (val.x, _one_hot(val.y, num_classes)) if val is not None else None
+    validation: Any = None
+    if val is not None and val.in_memory:
+        validation = (val.x, _one_hot(val.y, num_classes))
+    elif val is not None:  # read from disk a batch at a time
+        validation = Batches(val.x, _one_hot(val.y, num_classes), None, cfg.eval_batch_size)
+    weights = class_weights(train.y, num_classes) if cfg.class_weight == "balanced" else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where someone watches it
     # The timer first: it adds to the logs; the user's last: they see the finished logs.
     all_callbacks = [timer, checkpointer, *(callbacks or [])]
     with _stop_on_signals(checkpointer):
         while state.epoch < cfg.epochs and not checkpointer.stop_early:
+            if training_phase(net, cfg, state.epoch) != phase:
+                phase = training_phase(net, cfg, state.epoch)
+                compile_phase(model, net, cfg, steps, phase)
             order = epoch_order(seed, state.epoch, len(train))[state.step * cfg.batch_size :]
-            images = epoch_images(state.epoch) if epoch_images.active else train.x
-            model.fit(
-                images[order],
-                y[order],
-                batch_size=cfg.batch_size,
-                initial_epoch=state.epoch,
-                epochs=cfg.epochs,  # for the progress display; the Checkpointer ends each call
-                validation_data=validation,
-                validation_batch_size=cfg.eval_batch_size,
-                shuffle=False,  # the order is epoch_order's
-                callbacks=all_callbacks,
-                verbose=verbose,
-            )
+            common = {
+                "initial_epoch": state.epoch,
+                "epochs": cfg.epochs,  # for the progress display; the Checkpointer ends each call
+                "validation_data": validation,
+                "class_weight": weights,
+                "callbacks": all_callbacks,
+                "verbose": verbose,
+            }
+            if train.in_memory:
+                images = epoch_images(state.epoch) if epoch_images.active else train.x
+                model.fit(
+                    images[order],
+                    y[order],
+                    batch_size=cfg.batch_size,
+                    validation_batch_size=cfg.eval_batch_size if val and val.in_memory else None,
+                    shuffle=False,  # the order is epoch_order's
+                    **common,
+                )
+            else:  # images read from disk a batch at a time, in the same order
+                augmenter = epoch_images if epoch_images.active else None
+                batches = Batches(train.x, y, order, cfg.batch_size, augmenter, state.epoch)
+                model.fit(batches, **common)
     return FitResult(
         state.history, state.epoch, state.seconds, checkpointer.stop_early, state.best_epoch
     )
+
+
+BACKBONE = "backbone"  # the name transfer models give their pretrained part
+
+
+def training_phase(net: Any, cfg: TrainConfig, epoch: int) -> str:
+    """ "all" for networks without a backbone; else "frozen" for the first train.freeze_epochs
+    epochs, then "finetune"."""
+    if not any(layer.name == BACKBONE for layer in net.layers):
+        return "all"
+    return "frozen" if epoch < cfg.freeze_epochs else "finetune"
+
+
+def compile_phase(model: Any, net: Any, cfg: TrainConfig, steps: int, phase: str) -> None:
+    """Set what trains in ``phase`` and compile ``model`` with a fresh optimizer for it.
+
+    Fine-tuning unfreezes the backbone's top ``train.finetune_layers`` layers (0: all) at the
+    learning rate times ``train.finetune_lr_scale``; the backbone's BatchNorm layers stay frozen
+    (inference mode), as Keras's transfer-learning guide advises for small datasets.
+    """
+    import dataclasses
+
+    if phase != "all":
+        backbone = next(layer for layer in net.layers if layer.name == BACKBONE)
+        backbone.trainable = phase == "finetune"
+        if phase == "finetune":
+            layers = backbone.layers
+            cut = len(layers) - cfg.finetune_layers if cfg.finetune_layers else 0
+            for i, layer in enumerate(layers):
+                is_norm = isinstance(layer, keras.layers.BatchNormalization)
+                layer.trainable = i >= cut and not is_norm
+            cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate * cfg.finetune_lr_scale)
+    model.compile(
+        optimizer=create_optimizer(cfg, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """scikit-learn's "balanced" weights, n / (classes * count); 1.0 for a class with no images."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y)
+    values = compute_class_weight("balanced", classes=present, y=y)
+    weights = dict.fromkeys(range(num_classes), 1.0)
+    weights.update({int(c): float(w) for c, w in zip(present, values, strict=True)})
+    return weights
+
+
+class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+    """Batches of images read from disk (an ImageArray) in a given order, augmented like the
+    in-memory path (same images for the same seed and epoch). Two worker threads read ahead."""
+
+    def __init__(
+        self,
+        images: Any,
+        y: np.ndarray,
+        order: np.ndarray | None,
+        batch_size: int,
+        augmenter: EpochAugmenter | None = None,
+        epoch: int = 0,
+    ) -> None:
+        super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
+        self.images, self.y, self.batch_size = images, y, batch_size
+        self.order = np.arange(len(y)) if order is None else order
+        self.augmenter, self.epoch = augmenter, epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x = self.images[index]
+        if self.augmenter is not None:
+            x = self.augmenter.batch(x, index, self.epoch)
+        return x, self.y[index]
 
 
 def _one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from cnnkit.runs import (
 )
 
 # Changing these on resume moves nothing but where the data is read from.
-_LOCATION_KEYS = ("data.path", "data.download")
+_LOCATION_KEYS = ("data.path", "data.download", "data.cache", "data.cache_mb")
 # These define the model, the data or the optimizer's variables: a checkpoint cannot carry over
 # a change to them, even with --force (train a new run instead).
 _FIXED_ON_RESUME = ("seed", "name", "data.", "augment.", "model.", "train.optimizer",
@@ -56,10 +56,11 @@ def train(
     """
     from cnnkit import env
     from cnnkit.data import load_dataset
-    from cnnkit.models import check_hparams
+    from cnnkit.models import check_hparams, check_weights
 
     # Everything that can be refused is checked before a run folder exists.
     check_hparams(config.model.name, config.model.params)
+    check_weights(config.model.name, config.model.weights)
     data = load_dataset(config.data, config.seed)
     policy = env.resolve_precision(config.train.precision)
     budget = None
@@ -106,8 +107,9 @@ def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[st
 
     def build() -> Any:
         return create_model(
-            config.model.name, data.input_shape, data.num_classes, **config.model.params
-        )
+            config.model.name, data.input_shape, data.num_classes, config.model.weights,
+            **config.model.params,
+        )  # fmt: skip
 
     speed = trainer.measure_speed(build, data.train, data.num_classes, config.train, config.augment)
     spent = time.perf_counter() - start
@@ -276,7 +278,10 @@ def _fit_and_evaluate(
     from cnnkit.models import create_model
     from cnnkit.runs import load_model
 
-    net = create_model(config.model.name, data.input_shape, data.num_classes, **config.model.params)
+    net = create_model(
+        config.model.name, data.input_shape, data.num_classes, config.model.weights,
+        **config.model.params,
+    )  # fmt: skip
     # A checkpoint holds about three copies of the weights (weights and Adam's two moments), and
     # is written beside the last one; the networks (best, last, model) are one copy each.
     require_free_space(run.path, net.count_params() * 4 * 12 + 50_000_000)

@@ -17,7 +17,13 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import CnnkitError
-    from cnnkit.models import create_model, get_factory, list_models, model_hparams
+    from cnnkit.models import (
+        create_model,
+        get_factory,
+        list_models,
+        model_hparams,
+        takes_weights,
+    )
 
     try:
         shape = tuple(int(v) for v in args.shape.split(","))
@@ -25,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, AssertionError):
         raise CnnkitError(f"--shape must be H,W,C such as 32,32,3, got {args.shape!r}") from None
     for name in list_models():
-        model = create_model(name, shape, args.classes)  # type: ignore[arg-type]
+        # Random weights: counting parameters must not download ImageNet weights.
+        model = create_model(name, shape, args.classes, weights="none")  # type: ignore[arg-type]
         doc = (get_factory(name).__doc__ or "").strip().splitlines()[0]
         params = ", ".join(f"{k}={v!r}" for k, v in model_hparams(name).items())
-        print(f"{name:<12} {model.count_params():>10,} parameters  {doc}")
-        print(f"{'':<12} model.params: {params or '(none)'}")
+        pretrained = "  (model.weights: imagenet, none or a file)" if takes_weights(name) else ""
+        print(f"{name:<16} {model.count_params():>11,} parameters  {doc}")
+        print(f"{'':<16} model.params: {params or '(none)'}{pretrained}")
     return 0

@@ -1,7 +1,7 @@
-"""Datasets: one module per source, all returning the same in-memory :class:`Dataset`.
+"""Datasets: one module per source, all returning the same :class:`Dataset`.
 
 ``load_dataset(cfg, seed)`` reads the source, takes the optional stratified subsets, and holds out
-the validation split, every step seeded by the run's seed.
+the validation split (unless the source has its own), every step seeded by the run's seed.
 """
 
 from __future__ import annotations
@@ -9,36 +9,62 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cnnkit.config import DataConfig, did_you_mean
-from cnnkit.data.base import Dataset, Split, stratified_split, stratified_subset
+from cnnkit.data.base import Dataset, Source, Split, stratified_split, stratified_subset
 from cnnkit.errors import ConfigError
 
-__all__ = ["Dataset", "Split", "list_datasets", "load_dataset"]
-
-Loaded = tuple[Split, Split, tuple[str, ...], str]
+__all__ = ["Dataset", "Source", "Split", "list_datasets", "load_dataset"]
 
 
-def _cifar10(cfg: DataConfig) -> Loaded:
+def _cifar10(cfg: DataConfig) -> Source:
     from cnnkit.data import cifar
 
     return cifar.load(cfg.path, cfg.download)
 
 
-def _digits(cfg: DataConfig) -> Loaded:
+def _cifar100(cfg: DataConfig) -> Source:
+    from cnnkit.data import cifar100
+
+    return cifar100.load(cfg.path, cfg.download, cfg.label)
+
+
+def _mnist(cfg: DataConfig) -> Source:
+    from cnnkit.data import idx
+
+    return idx.load("mnist", cfg.path, cfg.download)
+
+
+def _fashion_mnist(cfg: DataConfig) -> Source:
+    from cnnkit.data import idx
+
+    return idx.load("fashion_mnist", cfg.path, cfg.download)
+
+
+def _digits(cfg: DataConfig) -> Source:
     from cnnkit.data import digits
 
     return digits.load()
 
 
-def _synthetic(cfg: DataConfig) -> Loaded:
+def _synthetic(cfg: DataConfig) -> Source:
     from cnnkit.data import synthetic
 
     return synthetic.load()
 
 
-_SOURCES: dict[str, Callable[[DataConfig], Loaded]] = {
+def _folder(cfg: DataConfig) -> Source:
+    from cnnkit.data import folder
+
+    return folder.load(cfg)
+
+
+_SOURCES: dict[str, Callable[[DataConfig], Source]] = {
     "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "mnist": _mnist,
+    "fashion_mnist": _fashion_mnist,
     "digits": _digits,
     "synthetic": _synthetic,
+    "folder": _folder,
 }
 
 
@@ -52,8 +78,26 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
         raise ConfigError(
             f"unknown dataset data.name={cfg.name!r}{did_you_mean(cfg.name, _SOURCES)}"
         )
-    train, test, class_names, source = _SOURCES[cfg.name](cfg)
+    if cfg.path and cfg.name in ("digits", "synthetic"):
+        raise ConfigError(f"data.name={cfg.name} is built in and takes no data.path")
+    src = _SOURCES[cfg.name](cfg)
+    splits = [src.train, src.test, src.val]
+    if cfg.image_size and cfg.name != "folder":  # folders are decoded at that size already
+        splits = [_resized(s, cfg.image_size) for s in splits]
+    train, test, val = splits
+    assert train is not None and test is not None
     train = stratified_subset(train, cfg.train_subset, seed)
     test = stratified_subset(test, cfg.test_subset, seed)
-    train, val = stratified_split(train, cfg.val_split, seed)
-    return Dataset(cfg.name, class_names, train, val, test, source)
+    if val is None:
+        train, val = stratified_split(train, cfg.val_split, seed)
+    return Dataset(
+        cfg.name, src.class_names, train, val, test, src.location, src.skipped, src.notes
+    )
+
+
+def _resized(split: Split | None, size: int) -> Split | None:
+    from cnnkit.data.images import resize_images
+
+    if split is None or not split.in_memory:
+        return split
+    return Split(resize_images(split.x, size), split.y)  # type: ignore[arg-type]

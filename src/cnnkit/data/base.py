@@ -1,19 +1,45 @@
-"""The in-memory dataset every source produces, and the seeded, stratified splits."""
+"""The dataset every source produces, and the seeded, stratified splits.
+
+Images are uint8 ``(N, H, W, C)``: a numpy array when they fit in memory, or an
+:class:`ImageArray` that reads them from disk a batch at a time (large image folders).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from cnnkit.errors import DataError
 
 
+@runtime_checkable
+class ImageArray(Protocol):
+    """Images on disk that index like a uint8 numpy array: ``x[index]`` reads them into memory,
+    ``x.take(index)`` is a lazy selection (nothing read)."""
+
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype[Any]
+    ndim: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: Any) -> np.ndarray: ...
+
+    def take(self, index: np.ndarray) -> ImageArray: ...
+
+
+def take(x: np.ndarray | ImageArray, index: np.ndarray) -> np.ndarray | ImageArray:
+    """``x[index]``, without reading images from disk when ``x`` is an ImageArray."""
+    return x[index] if isinstance(x, np.ndarray) else x.take(index)
+
+
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 ``(N, H, W, C)`` and integer labels ``(N,)``."""
+    """Images as uint8 ``(N, H, W, C)`` (in memory or on disk) and integer labels ``(N,)``."""
 
-    x: np.ndarray
+    x: np.ndarray | ImageArray
     y: np.ndarray
 
     def __post_init__(self) -> None:
@@ -27,6 +53,28 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.x, np.ndarray)
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(take(self.x, index), self.y[index])
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a dataset module reads: its own train and test parts (and validation, when the source
+    has one), before cnnkit's subsets and splits. ``skipped``: (file, reason) for every file
+    that was left out."""
+
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    location: str
+    val: Split | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
+    notes: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -38,6 +86,8 @@ class Dataset:
     val: Split | None
     test: Split
     source: str  # where the images were read from, for the run record
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of files left out
+    notes: dict[str, Any] = field(default_factory=dict)  # source-specific facts for the record
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -57,6 +107,8 @@ class Dataset:
             "train": len(self.train),
             "val": len(self.val) if self.val is not None else 0,
             "test": len(self.test),
+            "skipped_files": len(self.skipped),
+            **self.notes,
         }
 
 
@@ -74,11 +126,12 @@ def stratified_subset(split: Split, size: int, seed: int) -> Split:
     index, _ = train_test_split(
         np.arange(len(split)), train_size=size, stratify=split.y, random_state=seed
     )
-    index = np.sort(index)
-    return Split(split.x[index], split.y[index])
+    return split.take(np.sort(index))
 
 
-def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+def stratified_split(
+    split: Split, fraction: float, seed: int, purpose: str = "validation"
+) -> tuple[Split, Split | None]:
     """Hold out ``fraction`` of ``split``, stratified by label: returns (rest, held_out)."""
     if fraction <= 0:
         return split, None
@@ -89,6 +142,5 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
             np.arange(len(split)), test_size=fraction, stratify=split.y, random_state=seed
         )
     except ValueError as exc:  # too few images per class for the fraction asked
-        raise DataError(f"cannot hold out {fraction:.0%} for validation: {exc}") from None
-    keep, held = np.sort(keep), np.sort(held)
-    return Split(split.x[keep], split.y[keep]), Split(split.x[held], split.y[held])
+        raise DataError(f"cannot hold out {fraction:.0%} for {purpose}: {exc}") from None
+    return split.take(np.sort(keep)), split.take(np.sort(held))

@@ -12,12 +12,13 @@ import io
 import pickle
 import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnkit.data.base import Split
+from cnnkit.data.base import Source, Split
 from cnnkit.data.download import DATA_DIR_ENV, download, search_dirs
 from cnnkit.errors import DataError
 
@@ -31,47 +32,64 @@ META = "batches.meta"
 CLASSES = 10
 
 
-def locate(path: str | None, allow_download: bool) -> Path:
+@dataclass(frozen=True)
+class Archive:
+    """An official python-version archive: where it comes from and what it holds."""
+
+    title: str
+    url: str
+    md5: str
+    archive: str
+    folder: str
+    marker: str  # a file that only an extracted copy has
+
+
+CIFAR10 = Archive("CIFAR-10", URL, MD5, ARCHIVE, FOLDER, META)
+
+
+def locate(path: str | None, allow_download: bool, spec: Archive = CIFAR10) -> Path:
     """The archive or extracted folder to read, downloading it into the cache if need be."""
     if path:
-        found = _find_in(Path(path).expanduser())
+        found = _find_in(Path(path).expanduser(), spec)
         if found is None:
             raise DataError(
-                f"data.path={path} holds no {ARCHIVE} or {FOLDER}/; point it at the archive, "
-                f"the extracted folder, or the folder that holds either"
+                f"data.path={path} holds no {spec.archive} or {spec.folder}/; point it at the "
+                f"archive, the extracted folder, or the folder that holds either"
             )
         return found
     looked = search_dirs()
     for folder in looked:
-        found = _find_in(folder)
+        found = _find_in(folder, spec)
         if found is not None:
             return found
-    hint = f"pass data.path=/path/to/{ARCHIVE} or set {DATA_DIR_ENV} to the folder that holds it"
+    hint = (
+        f"pass data.path=/path/to/{spec.archive} or set {DATA_DIR_ENV} to the folder that holds it"
+    )
     where = ", ".join(str(d) for d in looked)
     if not allow_download:
-        raise DataError(f"CIFAR-10 not found in {where} and data.download=false; {hint}")
+        raise DataError(f"{spec.title} not found in {where} and data.download=false; {hint}")
     try:
-        return download(URL, looked[-1] / ARCHIVE, MD5)
+        return download(spec.url, looked[-1] / spec.archive, spec.md5)
     except DataError as exc:
-        raise DataError(f"CIFAR-10 not found in {where} and {exc}; {hint}") from None
+        raise DataError(f"{spec.title} not found in {where} and {exc}; {hint}") from None
 
 
-def _find_in(path: Path) -> Path | None:
+def _find_in(path: Path, spec: Archive) -> Path | None:
     if path.is_file():
         return path
-    if (path / META).is_file():
+    if (path / spec.marker).is_file():
         return path
-    for candidate in (path / FOLDER, path / ARCHIVE):
+    for candidate in (path / spec.folder, path / spec.archive):
         if candidate.exists():
             return candidate
     return None
 
 
-def load(path: str | None, allow_download: bool) -> tuple[Split, Split, tuple[str, ...], str]:
-    """Read CIFAR-10: (train, test, class names, source path)."""
+def load(path: str | None, allow_download: bool) -> Source:
+    """Read CIFAR-10's training and test batches."""
     source = locate(path, allow_download)
     try:
-        batches = dict(_read_batches(source))
+        batches = dict(read_members(source, {*TRAIN_BATCHES, TEST_BATCH, META}))
     except DataError:
         raise
     except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError) as exc:
@@ -83,20 +101,22 @@ def load(path: str | None, allow_download: bool) -> tuple[Split, Split, tuple[st
     if missing:
         raise DataError(f"{source} lacks {', '.join(missing)}; it is not a complete CIFAR-10 copy")
     names = _class_names(batches[META], source)
-    train = [_to_split(batches[n], n, source) for n in TRAIN_BATCHES]
+    train = [to_split(batches[n], n, source) for n in TRAIN_BATCHES]
     x = np.concatenate([s.x for s in train])
     y = np.concatenate([s.y for s in train])
-    return Split(x, y), _to_split(batches[TEST_BATCH], TEST_BATCH, source), names, str(source)
+    return Source(
+        Split(x, y), to_split(batches[TEST_BATCH], TEST_BATCH, source), names, str(source)
+    )
 
 
-def _read_batches(source: Path) -> Iterator[tuple[str, dict[bytes, Any]]]:
-    wanted = {*TRAIN_BATCHES, TEST_BATCH, META}
+def read_members(source: Path, wanted: set[str]) -> Iterator[tuple[str, dict[bytes, Any]]]:
+    """The pickled dicts named ``wanted`` from an archive or an extracted folder."""
     if source.is_dir():
         for name in wanted:
             file = source / name
             if file.is_file():
                 with file.open("rb") as f:
-                    yield name, _safe_unpickle(f)
+                    yield name, safe_unpickle(f)
         return
     with tarfile.open(source, "r:*") as archive:
         for member in archive:
@@ -104,7 +124,7 @@ def _read_batches(source: Path) -> Iterator[tuple[str, dict[bytes, Any]]]:
             if member.isfile() and name in wanted:
                 handle = archive.extractfile(member)
                 if handle is not None:
-                    yield name, _safe_unpickle(io.BytesIO(handle.read()))
+                    yield name, safe_unpickle(io.BytesIO(handle.read()))
 
 
 def _class_names(meta: dict[bytes, Any], source: Path) -> tuple[str, ...]:
@@ -114,8 +134,15 @@ def _class_names(meta: dict[bytes, Any], source: Path) -> tuple[str, ...]:
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
-def _to_split(batch: dict[bytes, Any], name: str, source: Path) -> Split:
-    data, labels = batch.get(b"data"), batch.get(b"labels")
+def to_split(
+    batch: dict[bytes, Any],
+    name: str,
+    source: Path,
+    label_key: bytes = b"labels",
+    classes: int = CLASSES,
+) -> Split:
+    """A batch's (N, 3072) rows as (N, 32, 32, 3) images, with its labels checked."""
+    data, labels = batch.get(b"data"), batch.get(label_key)
     if (
         not isinstance(data, np.ndarray)
         or data.dtype != np.uint8
@@ -125,8 +152,10 @@ def _to_split(batch: dict[bytes, Any], name: str, source: Path) -> Split:
         shape = getattr(data, "shape", None)
         raise DataError(f"{source}: {name} must hold uint8 data of shape (N, 3072), got {shape}")
     y = np.asarray(labels, dtype=np.int64)
-    if y.shape != (len(data),) or (len(y) and (y.min() < 0 or y.max() >= CLASSES)):
-        raise DataError(f"{source}: {name} must hold {len(data)} labels in 0..{CLASSES - 1}")
+    if y.shape != (len(data),) or (len(y) and (y.min() < 0 or y.max() >= classes)):
+        raise DataError(
+            f"{source}: {name} must hold {len(data)} {label_key.decode()} in 0..{classes - 1}"
+        )
     # Rows are the red plane, then green, then blue, each 32x32 row-major: to (N, 32, 32, 3).
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return Split(np.ascontiguousarray(x), y)
@@ -158,7 +187,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
 
 
-def _safe_unpickle(f: Any) -> dict[bytes, Any]:
+def safe_unpickle(f: Any) -> dict[bytes, Any]:
     loaded = _ArrayUnpickler(f, encoding="bytes").load()
     if not isinstance(loaded, dict):
         raise pickle.UnpicklingError("a batch must be a dict")

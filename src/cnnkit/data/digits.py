@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnkit.data.base import Split, stratified_split
+from cnnkit.data.base import Source, Split, stratified_split
 
 # The digits come without a test set; this one is fixed (not the run's seed) so runs compare.
 TEST_FRACTION = 0.2
 TEST_SEED = 0
 
 
-def load() -> tuple[Split, Split, tuple[str, ...], str]:
+def load() -> Source:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -20,4 +20,4 @@ def load() -> tuple[Split, Split, tuple[str, ...], str]:
     y = bunch.target.astype(np.int64)
     train, test = stratified_split(Split(x, y), TEST_FRACTION, TEST_SEED)
     assert test is not None
-    return train, test, tuple(str(d) for d in range(10)), "sklearn.datasets.load_digits"
+    return Source(train, test, tuple(str(d) for d in range(10)), "sklearn.datasets.load_digits")

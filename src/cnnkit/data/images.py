@@ -26,6 +26,8 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int) -> np.nda
         raise ImageError(f"{path}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: too many pixels to decode safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
     return to_array(image, size, channels)
@@ -54,3 +56,18 @@ def to_array(image: object, size: tuple[int, int], channels: int) -> np.ndarray:
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array if array.ndim == 3 else array[..., np.newaxis]
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images ``(N, H, W, C)`` resized to ``size`` x ``size`` exactly as files are."""
+    from PIL import Image
+
+    n, height, width, channels = images.shape
+    if (height, width) == (size, size):
+        return images
+    out = np.empty((n, size, size, channels), np.uint8)
+    mode = "RGB" if channels == 3 else "L"
+    for i, image in enumerate(images):
+        pil = Image.fromarray(image if channels == 3 else image[..., 0], mode)
+        out[i] = to_array(pil, (size, size), channels)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnkit.data.base import Split
+from cnnkit.data.base import Source, Split
 
 CLASSES = ("red", "green", "blue", "grey")
 _COLOURS = np.array([[200, 40, 40], [40, 180, 60], [40, 60, 200], [128, 128, 128]], np.float32)
@@ -28,5 +28,5 @@ def make(per_class: int, seed: int) -> Split:
     return Split(np.clip(np.rint(x), 0, 255).astype(np.uint8), y.astype(np.int64))
 
 
-def load() -> tuple[Split, Split, tuple[str, ...], str]:
-    return make(TRAIN_PER_CLASS, seed=1), make(TEST_PER_CLASS, seed=2), CLASSES, "generated"
+def load() -> Source:
+    return Source(make(TRAIN_PER_CLASS, seed=1), make(TEST_PER_CLASS, seed=2), CLASSES, "generated")

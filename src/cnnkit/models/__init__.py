@@ -24,7 +24,7 @@ def register_model(factory: Factory) -> Factory:
 
 
 def _load_builtin() -> None:
-    from cnnkit.models import fast_cnn, seed_cnn  # noqa: F401  (they register themselves)
+    from cnnkit.models import fast_cnn, seed_cnn, transfer  # noqa: F401  (they register themselves)
 
 
 def list_models() -> list[str]:
@@ -45,8 +45,13 @@ def model_hparams(name: str) -> dict[str, Any]:
     return {
         p.name: p.default
         for p in list(signature.parameters.values())[2:]
-        if p.default is not inspect.Parameter.empty
+        if p.default is not inspect.Parameter.empty and p.name != "weights"  # model.weights
     }
+
+
+def takes_weights(name: str) -> bool:
+    """Whether the model can start from pretrained weights (``model.weights``)."""
+    return "weights" in inspect.signature(get_factory(name)).parameters
 
 
 def check_hparams(name: str, params: dict[str, Any]) -> None:
@@ -60,12 +65,30 @@ def check_hparams(name: str, params: dict[str, Any]) -> None:
             )
 
 
+def check_weights(name: str, weights: str) -> None:
+    if weights not in ("auto", "none") and not takes_weights(name):
+        pretrained = [m for m in list_models() if takes_weights(m)]
+        raise ConfigError(
+            f"model {name} has no pretrained weights (model.weights={weights}); "
+            f"use model.weights=auto, or one of {', '.join(pretrained)}"
+        )
+
+
 def create_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, **params: Any
+    name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    weights: str = "auto",
+    **params: Any,
 ) -> Any:
-    """Build a registered model. Raises ConfigError for an unknown name or parameter."""
+    """Build a registered model. Raises ConfigError for an unknown name or parameter.
+
+    ``weights`` (model.weights) goes to the models that take pretrained weights.
+    """
     check_hparams(name, params)
-    return get_factory(name)(tuple(input_shape), int(num_classes), **params)
+    check_weights(name, weights)
+    extra = {"weights": weights} if takes_weights(name) else {}
+    return get_factory(name)(tuple(input_shape), int(num_classes), **extra, **params)
 
 
 def count_flops(model: Any) -> int:
