@@ -10,7 +10,6 @@ import pytest
 from cnnkit.errors import ConfigError
 from cnnkit.models import create_model, list_models, model_hparams
 
-
 # The big pretrained backbones get their own lighter test below (building ResNet50 takes seconds).
 LARGE = ("resnet50", "efficientnet_b0")
 

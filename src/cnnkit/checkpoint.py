@@ -114,13 +114,14 @@ def load_state(path: Path, model: Any) -> TrainState:
     return TrainState(**record["state"])
 
 
-def saved_epoch(path: Path) -> int:
-    """The number of whole epochs the checkpoint at ``path`` has done (0 if it is unreadable)."""
+def saved_position(path: Path) -> tuple[int, int]:
+    """(epochs done, steps into the next) of the checkpoint at ``path``; (0, 0) if unreadable."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return int(json.loads(bytes(npz["record"]).decode())["state"]["epoch"])
+            state = json.loads(bytes(npz["record"]).decode())["state"]
+            return int(state["epoch"]), int(state["step"])
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-        return 0
+        return 0, 0
 
 
 def _generic(path: str) -> str:

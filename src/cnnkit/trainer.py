@@ -34,7 +34,7 @@ from cnnkit.checkpoint import (
     load_state,
     save_network,
     save_state,
-    saved_epoch,
+    saved_position,
 )
 from cnnkit.config import AugmentConfig, TrainConfig
 from cnnkit.data.augment import EpochAugmenter, create_augmenter
@@ -133,7 +133,10 @@ def fit(
     steps = steps_per_epoch(len(train), cfg.batch_size)
     state_file = run.checkpoints / STATE_FILE
     resuming = resume and state_file.is_file()
-    phase = training_phase(net, cfg, saved_epoch(state_file) if resuming else 0)
+    # Compiled as when the checkpoint was saved (its optimizer's variables are those of that
+    # phase); at a phase boundary the loop below then moves on, as an uninterrupted run does.
+    epoch, step = saved_position(state_file) if resuming else (0, 0)
+    phase = training_phase(net, cfg, epoch - 1 if epoch and not step else epoch)
     compile_phase(model, net, cfg, steps, phase)
     if resuming:
         state = load_state(state_file, model)  # includes what adapt() fitted

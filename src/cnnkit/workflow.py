@@ -86,8 +86,28 @@ def train(
             budget=budget,
         )
         write_json(run.file("env.json"), env.describe())
+        if data.skipped:
+            _write_skipped(run, data.skipped)
         _run(config, data, run, policy, verbose, False, callbacks)
     return run
+
+
+SKIPPED_FILE = "skipped_files.csv"
+
+
+def _write_skipped(run: Run, skipped: tuple[tuple[str, str], ...]) -> None:
+    """List the files the dataset left out, with the reason, and say so."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    writer.writerows(skipped)
+    write_text(run.file(SKIPPED_FILE), out.getvalue())
+    _say(
+        f"{len(skipped)} files or folders left out (listed with the reason in {run.file(SKIPPED_FILE)})"
+    )
 
 
 def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, float]]:

@@ -87,8 +87,21 @@ def _backbones() -> dict[str, _Backbone]:
     }
 
 
-def resolve_weights(weights: str) -> str | None:
+def resolve_weights(weights: str, kind: str = "") -> str | None:
+    """What keras.applications takes: "imagenet", None, or a file's path."""
+    import os
+
+    from cnnkit.data.download import OFFLINE_ENV
+
     if weights in ("auto", "imagenet"):
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+        if offline and not any(cached.glob(f"*{kind.split('_')[0]}*no*top*.h5")):
+            raise DataError(
+                f"the ImageNet weights of {kind} are not in {cached} and downloads are disabled "
+                f"({OFFLINE_ENV} is set); pass model.weights=PATH to a local weights file or "
+                f"model.weights=none"
+            )
         return "imagenet"
     if weights == "none":
         return None
@@ -114,7 +127,7 @@ def _transfer(
     size = (max(height, MIN_SIZE), max(width, MIN_SIZE))
     if size != (height, width):
         x = keras.layers.Resizing(*size, name="enlarge")(x)
-    source = resolve_weights(weights)
+    source = resolve_weights(weights, kind)
     try:
         backbone = spec.build(
             include_top=False, weights=source, input_shape=(*size, 3), pooling="avg"
