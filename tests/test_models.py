@@ -14,8 +14,17 @@ from cnnkit.models import create_model, list_models, model_hparams
 LARGE = ("resnet50", "efficientnet_b0")
 
 
-@pytest.mark.parametrize("name", [m for m in list_models() if m not in LARGE])
-@pytest.mark.parametrize("shape", [(32, 32, 3), (16, 16, 1)])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        (name, shape)
+        for name in list_models()
+        if name not in LARGE
+        for shape in [(32, 32, 3), (16, 16, 1)]
+        # One case of a pretrained backbone (grey and small: it adapts both); it takes 25 s.
+        if name != "mobilenet_v2" or shape == (16, 16, 1)
+    ],
+)
 def test_model_builds_trains_saves_and_reloads_in_a_fresh_process(
     name: str, shape: tuple[int, int, int], tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ config, so that its final model, metrics and plots are those of an uninterrupted
 
 from __future__ import annotations
 
+import math
 import resource
 import shutil
 import statistics
@@ -266,6 +267,15 @@ def _run(
     _say(
         f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}"
     )
+    steps = -(-len(data.train) // config.train.batch_size)
+    if steps * config.train.epochs < 100:
+        # The fast recipe's batch of 1024 suits 50,000 images; a small folder gets few updates.
+        smaller = max(16, 2 ** int(math.log2(max(1, len(data.train) // 16))))
+        _say(
+            f"warning: {len(data.train)} training images at batch {config.train.batch_size} "
+            f"make only {steps * config.train.epochs} optimizer steps in all; a smaller batch "
+            f"(train.batch_size={smaller}) or more epochs will likely learn more"
+        )
     try:
         result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks)
     except TrainingInterrupted:
