@@ -174,6 +174,9 @@ def fit(
                 "class_weight": weights,
                 "callbacks": all_callbacks,
                 "verbose": verbose,
+                # The order is epoch_order's; Keras would otherwise shuffle arrays, and the
+                # order of a PyDataset's batches.
+                "shuffle": False,
             }
             if train.in_memory:
                 images = epoch_images(state.epoch) if epoch_images.active else train.x
@@ -182,7 +185,6 @@ def fit(
                     y[order],
                     batch_size=cfg.batch_size,
                     validation_batch_size=cfg.eval_batch_size if val and val.in_memory else None,
-                    shuffle=False,  # the order is epoch_order's
                     **common,
                 )
             else:  # images read from disk a batch at a time, in the same order
