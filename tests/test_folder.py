@@ -261,3 +261,39 @@ def test_every_cache_mode_trains_the_same_model(folder: Path, tmp_path: Path) ->
     for mode in ("disk", "none"):
         for a, b in zip(weights["memory"], weights[mode], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(folder: Path, tmp_path: Path) -> None:
+    import signal
+
+    import keras
+
+    from cnnkit.config import load_config
+    from cnnkit.errors import TrainingInterrupted
+    from cnnkit.runs import Run, load_model
+    from cnnkit.workflow import resume, train
+
+    config = load_config("fast", overrides=[
+        "data.name=folder", f"data.path={folder}", "data.image_size=16", "data.cache=disk",
+        "train.epochs=2", "train.batch_size=8", "train.tta=0", "train.precision=fp32",
+        "model.params.widths=[8,16,16]", "train.deterministic=true",
+    ])  # fmt: skip
+    reference = train(config.replace(name="whole"), tmp_path / "runs", verbose=0)
+
+    class CtrlC(keras.callbacks.Callback):  # type: ignore[misc]
+        steps = 0
+
+        def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+            CtrlC.steps += 1
+            if CtrlC.steps == 8:  # in the second epoch: Ctrl-C, as a user would
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(config.replace(name="cut"), tmp_path / "runs", verbose=0, callbacks=[CtrlC()])
+    cut = Run(tmp_path / "runs" / "cut")
+    assert cut.meta()["status"] == "interrupted"
+    resume(cut, verbose=0)
+    expected = load_model(reference.model_path).get_weights()
+    for a, b in zip(expected, load_model(cut.model_path).get_weights(), strict=True):
+        assert np.array_equal(a, b)
