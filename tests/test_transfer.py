@@ -158,3 +158,15 @@ def test_class_weights_are_balanced() -> None:
     y = np.array([0] * 6 + [1] * 2 + [3] * 4)  # class 2 has no images
     weights = class_weights(y, 4)
     assert weights == pytest.approx({0: 12 / (3 * 6), 1: 12 / (3 * 2), 2: 1.0, 3: 12 / (3 * 4)})
+
+
+def test_weights_that_cannot_load_are_refused_before_a_run_exists(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    for weights in ("imagenet", str(tmp_path / "missing.h5")):
+        done = run_cli(
+            "train", "--runs-dir", str(tmp_path / "runs"), "data.name=digits",
+            "model.name=mobilenet_v2", f"model.weights={weights}",
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -57,12 +57,13 @@ def train(
     """
     from cnnkit import env
     from cnnkit.data import load_dataset
-    from cnnkit.models import check_hparams, check_weights
+    from cnnkit.models import check_hparams, check_weights, fetch_weights
 
     # Everything that can be refused is checked before a run folder exists.
     check_hparams(config.model.name, config.model.params)
     check_weights(config.model.name, config.model.weights)
     data = load_dataset(config.data, config.seed)
+    fetch_weights(config.model.name, config.model.weights, data.input_shape, data.num_classes)
     policy = env.resolve_precision(config.train.precision)
     budget = None
     if config.train.budget:

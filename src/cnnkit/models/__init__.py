@@ -66,12 +66,31 @@ def check_hparams(name: str, params: dict[str, Any]) -> None:
 
 
 def check_weights(name: str, weights: str) -> None:
-    if weights not in ("auto", "none") and not takes_weights(name):
+    """Refuse a ``model.weights`` that cannot work, before anything is built or written."""
+    if takes_weights(name):
+        from cnnkit.models.transfer import resolve_weights
+
+        resolve_weights(weights, name)  # a missing file, or ImageNet offline without a copy
+        return
+    if weights not in ("auto", "none"):
         pretrained = [m for m in list_models() if takes_weights(m)]
         raise ConfigError(
             f"model {name} has no pretrained weights (model.weights={weights}); "
             f"use model.weights=auto, or one of {', '.join(pretrained)}"
         )
+
+
+def fetch_weights(
+    name: str, weights: str, input_shape: tuple[int, int, int], num_classes: int
+) -> None:
+    """Download pretrained weights now (by building the model once), so that a failed download
+    is refused before a run folder exists. Nothing happens when they are cached or not asked."""
+    if not takes_weights(name) or weights not in ("auto", "imagenet"):
+        return
+    from cnnkit.models.transfer import imagenet_cached
+
+    if not imagenet_cached(name):
+        create_model(name, input_shape, num_classes, weights)
 
 
 def create_model(

@@ -87,6 +87,18 @@ def _backbones() -> dict[str, _Backbone]:
     }
 
 
+def keras_cache() -> Path:
+    """Where keras.applications keeps downloaded weights."""
+    import os
+
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def imagenet_cached(kind: str) -> bool:
+    """Whether some ImageNet weights file (without top) of ``kind`` was downloaded already."""
+    return any(keras_cache().glob(f"*{kind.split('_')[0]}*no*top*.h5"))
+
+
 def resolve_weights(weights: str, kind: str = "") -> str | None:
     """What keras.applications takes: "imagenet", None, or a file's path."""
     import os
@@ -94,13 +106,12 @@ def resolve_weights(weights: str, kind: str = "") -> str | None:
     from cnnkit.data.download import OFFLINE_ENV
 
     if weights in ("auto", "imagenet"):
-        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
         offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
-        if offline and not any(cached.glob(f"*{kind.split('_')[0]}*no*top*.h5")):
+        if offline and not imagenet_cached(kind):
             raise DataError(
-                f"the ImageNet weights of {kind} are not in {cached} and downloads are disabled "
-                f"({OFFLINE_ENV} is set); pass model.weights=PATH to a local weights file or "
-                f"model.weights=none"
+                f"the ImageNet weights of {kind} are not in {keras_cache()} and downloads are "
+                f"disabled ({OFFLINE_ENV} is set); pass model.weights=PATH to a local weights "
+                f"file or model.weights=none"
             )
         return "imagenet"
     if weights == "none":
