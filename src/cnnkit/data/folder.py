@@ -57,6 +57,13 @@ class FolderScan:
 
 def scan(root: str | Path) -> FolderScan:
     """Find the image files of ``root`` by part and class, without decoding them."""
+    try:
+        return _scan(root)
+    except PermissionError as exc:
+        raise DataError(f"cannot read {exc.filename}: permission denied") from None
+
+
+def _scan(root: str | Path) -> FolderScan:
     top = Path(root).expanduser()
     if not top.is_dir():
         raise DataError(
