@@ -12,6 +12,20 @@ from cnnkit.errors import ConfigError, DataError
 from cnnkit.models import create_model
 
 
+@pytest.fixture(scope="module")
+def mobilenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local weights file standing in for ImageNet's (tests never download)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    net = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_no_top.weights.h5"
+    net.save_weights(path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("name", "shape"), [("resnet50", (32, 32, 3)), ("efficientnet_b0", (28, 28, 1))]
 )
@@ -21,7 +35,7 @@ def test_large_backbones_build_and_predict(name: str, shape: tuple[int, int, int
     out = model.predict(x, verbose=0)
     assert out.shape == (2, 7)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.get_layer("backbone").input_shape[1:] == (32, 32, 3)  # grey and small: adapted
+    assert model.get_layer("features").input_shape[1:] == (32, 32, 3)  # grey and small: adapted
 
 
 def test_preprocessing_is_the_backbones_own() -> None:
@@ -66,7 +80,9 @@ def test_weights_from_a_local_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_phase_training_freezes_then_fine_tunes_the_top(tmp_path: Path) -> None:
+def test_two_phase_training_freezes_then_fine_tunes_the_top(
+    tmp_path: Path, mobilenet_weights: Path
+) -> None:
     import keras
 
     from cnnkit.runs import load_model
@@ -91,7 +107,7 @@ def test_two_phase_training_freezes_then_fine_tunes_the_top(tmp_path: Path) -> N
 
     config = load_config("transfer", overrides=[
         "data.name=synthetic", "data.image_size=32", "data.val_split=0", "data.train_subset=96",
-        "model.weights=none", "train.epochs=2", "train.freeze_epochs=1",
+        f"model.weights={mobilenet_weights}", "train.epochs=2", "train.freeze_epochs=1",
         "train.finetune_layers=10", "train.batch_size=32", "train.precision=fp32",
     ])  # fmt: skip
     run = train(config, tmp_path / "runs", verbose=0, callbacks=[Snapshot()])
@@ -130,12 +146,12 @@ def test_two_phase_training_freezes_then_fine_tunes_the_top(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_resume_across_the_phase_boundary(tmp_path: Path) -> None:
+def test_resume_across_the_phase_boundary(tmp_path: Path, mobilenet_weights: Path) -> None:
     from cnnkit.workflow import resume, train
 
     overrides = [
         "data.name=synthetic", "data.image_size=32", "data.val_split=0", "data.train_subset=64",
-        "model.weights=none", "train.freeze_epochs=1", "train.finetune_layers=5",
+        f"model.weights={mobilenet_weights}", "train.freeze_epochs=1", "train.finetune_layers=5",
         "train.batch_size=32", "train.precision=fp32",
     ]  # fmt: skip
     whole = train(
@@ -170,3 +186,24 @@ def test_weights_that_cannot_load_are_refused_before_a_run_exists(tmp_path: Path
         )  # fmt: skip
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_random_weights_train_the_whole_network_from_scratch() -> None:
+    """weights=none: no frozen part, and BatchNorm learns its statistics (in inference mode,
+    untrained statistics would squash every image to the same features)."""
+    import keras
+
+    from cnnkit.trainer import training_phase
+
+    model = create_model("mobilenet_v2", (32, 32, 3), 3, weights="none")
+    assert "backbone" not in [layer.name for layer in model.layers]
+    assert training_phase(model, load_config("transfer").train, 0) == "all"
+    norm = next(
+        layer for layer in model.get_layer("features").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )  # fmt: skip
+    before = np.array(norm.moving_mean)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    model.train_on_batch(x, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]])
+    assert not np.array_equal(before, np.array(norm.moving_mean))

@@ -137,6 +137,12 @@ def fit(
     # phase); at a phase boundary the loop below then moves on, as an uninterrupted run does.
     epoch, step = saved_position(state_file) if resuming else (0, 0)
     phase = training_phase(net, cfg, epoch - 1 if epoch and not step else epoch)
+    if cfg.freeze_epochs and phase == "all":
+        print(
+            "cnnkit: train.freeze_epochs ignored: the model has no pretrained backbone "
+            "(model.weights=none trains it whole, from scratch)",
+            flush=True,
+        )
     compile_phase(model, net, cfg, steps, phase)
     if resuming:
         state = load_state(state_file, model)  # includes what adapt() fitted

@@ -5,7 +5,9 @@ Each model takes raw pixels 0..255 like every cnnkit model: the backbone's own p
 inside) is a layer of the model, grey images are repeated to three channels, and images smaller
 than 32x32 are enlarged to it (the backbones' minimum). The backbone is the layer named
 "backbone", always called in inference mode (its BatchNorm statistics never move); the trainer
-freezes it for the first ``train.freeze_epochs`` epochs and then fine-tunes its top.
+freezes it for the first ``train.freeze_epochs`` epochs and then fine-tunes its top. With
+``weights=none`` the same network trains from scratch as a whole (layer "features", BatchNorm
+learning as usual): random features are not worth freezing.
 
 ``weights``: "imagenet" (Keras downloads the file once into ~/.keras/models, checking its hash),
 "none" (random), or the path of a weights file for the backbone without its top.
@@ -25,6 +27,7 @@ from cnnkit.models import register_model
 keras = import_keras()
 ops = keras.ops
 MIN_SIZE = 32
+BACKBONE = "backbone"  # the pretrained part; cnnkit.trainer freezes, then fine-tunes it
 
 
 @keras.saving.register_keras_serializable(package="cnnkit")
@@ -151,8 +154,14 @@ def _transfer(
             f"could not get the ImageNet weights of {kind} ({type(exc).__name__}: {exc}); "
             f"when offline, pass model.weights=PATH to a local weights file or model.weights=none"
         ) from None
-    backbone.name = "backbone"
-    x = backbone(x, training=False)  # BatchNorm in inference mode, even while fine-tuning
+    if source is None:
+        # Random weights: a network trained from scratch like any other; its BatchNorm layers
+        # learn their statistics, and there is nothing to freeze.
+        backbone.name = "features"
+        x = backbone(x)
+    else:
+        backbone.name = BACKBONE
+        x = backbone(x, training=False)  # BatchNorm in inference mode, even while fine-tuning
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
