@@ -177,33 +177,40 @@ def test_class_weights_are_balanced() -> None:
 
 
 def test_weights_that_cannot_load_are_refused_before_a_run_exists(tmp_path: Path) -> None:
+    from cnnkit.workflow import train
     from conftest import run_cli
 
-    for weights in ("imagenet", str(tmp_path / "missing.h5")):
-        done = run_cli(
-            "train", "--runs-dir", str(tmp_path / "runs"), "data.name=digits",
-            "model.name=mobilenet_v2", f"model.weights={weights}",
-        )  # fmt: skip
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    runs = tmp_path / "runs"
+    done = run_cli("train", "--runs-dir", str(runs), "data.name=digits", "model.name=mobilenet_v2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # offline: imagenet
+    missing = load_config(overrides=[
+        "data.name=digits", "model.name=resnet50", f"model.weights={tmp_path / 'missing.h5'}",
+    ])  # fmt: skip
+    with pytest.raises(ConfigError, match="no such file"):
+        train(missing, runs)
+    assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_random_weights_train_the_whole_network_from_scratch() -> None:
+def test_random_weights_train_the_whole_network_from_scratch(mobilenet_weights: Path) -> None:
     """weights=none: no frozen part, and BatchNorm learns its statistics (in inference mode,
-    untrained statistics would squash every image to the same features)."""
+    untrained statistics would squash every image to the same features). A pretrained backbone's
+    statistics never move, in either phase."""
     import keras
 
-    from cnnkit.trainer import training_phase
+    from cnnkit.trainer import compile_phase, training_phase
 
-    model = create_model("mobilenet_v2", (32, 32, 3), 3, weights="none")
-    assert "backbone" not in [layer.name for layer in model.layers]
-    assert training_phase(model, load_config("transfer").train, 0) == "all"
-    norm = next(
-        layer for layer in model.get_layer("features").layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    )  # fmt: skip
-    before = np.array(norm.moving_mean)
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    model.train_on_batch(x, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]])
-    assert not np.array_equal(before, np.array(norm.moving_mean))
+    cfg = load_config("transfer", overrides=["train.finetune_layers=200"]).train
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    cases = [("none", "features", "all", True), (str(mobilenet_weights), "backbone", "frozen", False),
+             (str(mobilenet_weights), "backbone", "finetune", False)]  # fmt: skip
+    for weights, part, phase, moves in cases:
+        model = create_model("mobilenet_v2", (32, 32, 3), 3, weights=weights)
+        assert training_phase(model, cfg, 0 if phase != "finetune" else 3) == phase
+        compile_phase(model, model, cfg, 1, phase)
+        norm = next(
+            layer for layer in model.get_layer(part).layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        )  # fmt: skip
+        before = np.array(norm.moving_mean)
+        model(x, training=True)  # what a training step does to BatchNorm
+        assert moves != np.array_equal(before, np.array(norm.moving_mean)), (weights, phase)

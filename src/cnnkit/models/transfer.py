@@ -4,8 +4,10 @@ Each model takes raw pixels 0..255 like every cnnkit model: the backbone's own p
 (ResNet50's caffe-style BGR mean subtraction, MobileNetV2's [-1, 1]; EfficientNet has its own
 inside) is a layer of the model, grey images are repeated to three channels, and images smaller
 than 32x32 are enlarged to it (the backbones' minimum). The backbone is the layer named
-"backbone", always called in inference mode (its BatchNorm statistics never move); the trainer
-freezes it for the first ``train.freeze_epochs`` epochs and then fine-tunes its top. With
+"backbone"; the trainer freezes it for the first ``train.freeze_epochs`` epochs and then
+fine-tunes its top, its BatchNorm layers always frozen (in Keras 3 a non-trainable BatchNorm runs
+in inference mode, so their ImageNet statistics never move; the ``training=False`` of the call
+alone does not ensure that when the model is called in training mode). With
 ``weights=none`` the same network trains from scratch as a whole (layer "features", BatchNorm
 learning as usual): random features are not worth freezing.
 
@@ -161,7 +163,7 @@ def _transfer(
         x = backbone(x)
     else:
         backbone.name = BACKBONE
-        x = backbone(x, training=False)  # BatchNorm in inference mode, even while fine-tuning
+        x = backbone(x, training=False)  # and cnnkit.trainer keeps its BatchNorm frozen
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
