@@ -41,6 +41,7 @@ from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
 from cnnkit.env import import_keras
 from cnnkit.errors import TrainingDiverged, TrainingInterrupted
+from cnnkit.models.transfer import BACKBONE
 from cnnkit.optim import create_optimizer, steps_per_epoch
 from cnnkit.runs import Run, write_text
 
@@ -169,8 +170,8 @@ def fit(
     all_callbacks = [timer, checkpointer, *(callbacks or [])]
     with _stop_on_signals(checkpointer):
         while state.epoch < cfg.epochs and not checkpointer.stop_early:
-            if training_phase(net, cfg, state.epoch) != phase:
-                phase = training_phase(net, cfg, state.epoch)
+            if (now := training_phase(net, cfg, state.epoch)) != phase:
+                phase = now
                 compile_phase(model, net, cfg, steps, phase)
             order = epoch_order(seed, state.epoch, len(train))[state.step * cfg.batch_size :]
             common = {
@@ -200,9 +201,6 @@ def fit(
     return FitResult(
         state.history, state.epoch, state.seconds, checkpointer.stop_early, state.best_epoch
     )
-
-
-BACKBONE = "backbone"  # the name transfer models give their pretrained part
 
 
 def training_phase(net: Any, cfg: TrainConfig, epoch: int) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.config import DataConfig
-from cnnkit.data.base import ImageArray, Source, Split, stratified_split
+from cnnkit.data.base import ImageArray, Source, Split, stratified_split, take
 from cnnkit.data.download import cache_dir
 from cnnkit.data.images import load_image
 from cnnkit.errors import DataError, ImageError
@@ -52,6 +52,7 @@ class FolderScan:
     layout: str  # "classes" (DIR/<class>/) or "parts" (DIR/train/<class>/ ...)
     parts: dict[str, list[tuple[Path, str]]]
     class_folders: dict[str, list[str]]  # part -> its class folders (empty ones included)
+    part_roots: dict[str, Path]  # part -> the folder holding its class folders
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -114,7 +115,7 @@ def _scan(root: str | Path) -> FolderScan:
             f"{tops['train']} has no class folders: put each class's images in "
             f"{tops['train']}/<class name>/"
         )
-    return FolderScan(top, layout, parts, class_folders, skipped)
+    return FolderScan(top, layout, parts, class_folders, dict(tops), skipped)
 
 
 def _inside(path: str, real_root: Path) -> bool:
@@ -394,24 +395,23 @@ def load(cfg: DataConfig) -> Source:
     for name in found.class_folders["train"]:
         if name not in classes:
             skipped.append(
-                (str(_part_root(found, "train") / name), "no readable images; class left out")
+                (str(found.part_roots["train"] / name), "no readable images; class left out")
             )
     if len(classes) < 2:
         raise DataError(
             f"{found.root} has {len(classes)} class with readable images; a classifier needs "
             f"at least two class folders with images"
         )
+    index = {c: i for i, c in enumerate(classes)}
     splits: dict[str, Split] = {}
     for part, (x, labels) in decoded.items():
-        keep = np.array([label in classes for label in labels], bool)
-        for label in sorted({lab for lab in labels if lab not in classes}):
+        for label in sorted(set(labels) - set(classes)):
             skipped.append(
-                (str(_part_root(found, part) / label), "class not in the training part; left out")
+                (str(found.part_roots[part] / label), "class not in the training part; left out")
             )
-        index = {c: i for i, c in enumerate(classes)}
+        keep = np.array([label in index for label in labels], bool)
         y = np.array([index[lab] for lab in labels if lab in index], np.int64)
-        split = Split(x, np.zeros(len(labels), np.int64))
-        splits[part] = Split(split.take(np.flatnonzero(keep)).x, y)
+        splits[part] = Split(take(x, np.flatnonzero(keep)), y)
     train, test = splits["train"], splits.get("test")
     if test is None or len(test) == 0:
         train, test = stratified_split(train, cfg.test_split, TEST_SEED, purpose="the test set")
@@ -421,12 +421,3 @@ def load(cfg: DataConfig) -> Source:
     return Source(
         train, test, classes, str(found.root), val if val else None, tuple(skipped), notes
     )
-
-
-def _part_root(found: FolderScan, part: str) -> Path:
-    if found.layout == "classes":
-        return found.root
-    for entry in found.root.iterdir():
-        if PART_NAMES.get(entry.name.lower()) == part:
-            return entry
-    return found.root
