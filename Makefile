@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= seed
 
-.PHONY: install train test lint bench
+.PHONY: install browser train test lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(BIN)/.installed
 train: $(BIN)/.installed
 	$(BIN)/cnnkit train --preset $(PRESET)
 
-test: $(BIN)/.installed
+# Debian's chromium, in which the tests open the report pages (Playwright drives it; it downloads
+# no browser of its own). Installed when missing and make runs as root; else the tests say how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed

@@ -85,10 +85,15 @@ def test_train_leaves_a_complete_run_folder(digits_run: Path) -> None:
         "metrics.json",
         "classification_report.txt",
         "model_summary.txt",
-        "accuracy.png",
-        "loss.png",
-        "confusion_matrix.png",
-    }
+        "predictions.npz",
+        "report.html",
+        "report.json",
+        *(f"figures/{name}.png" for name in (
+            "accuracy", "loss", "per_class", "confusion_matrix", "confusion_matrix_normalized",
+            "confused_pairs", "most_confident_mistakes", "random_predictions", "reliability",
+            "gradcam",
+        )),
+    }  # fmt: skip
     present = {str(p.relative_to(digits_run)) for p in digits_run.rglob("*") if p.is_file()}
     assert expected <= present
     meta = json.loads((digits_run / "run.json").read_text())

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 EPOCHS = 6
 SETTINGS = [
     "--preset", "smoke", "data.name=synthetic", f"train.epochs={EPOCHS}", "train.batch_size=32",
-    "train.checkpoint_steps=5", "train.deterministic=true",
+    "train.checkpoint_steps=5", "train.deterministic=true", "report.enabled=false",
 ]  # fmt: skip
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -281,7 +281,7 @@ def test_space_and_write_failures_are_clean_errors(
 
 FAST = [
     "--preset", "fast", "data.name=synthetic", "train.epochs=3", "train.batch_size=64",
-    "train.checkpoint_steps=4", "train.deterministic=true", "train.tta=1",
+    "train.checkpoint_steps=4", "train.deterministic=true", "train.tta=1", "report.enabled=false",
 ]  # fmt: skip
 
 

@@ -154,6 +154,8 @@ class TrainConfig:
     freeze_epochs: int = 0
     finetune_layers: int = 0
     finetune_lr_scale: float = 0.1
+    # Also log every epoch's metrics for TensorBoard (Keras's callback) into RUN/tensorboard.
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "be 1 or more", self.epochs)
@@ -177,6 +179,14 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The report page written at the end of training (``cnnkit report RUN`` redraws it)."""
+
+    # false: no report.html or figures/ at the end of train (metrics, predictions still saved).
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that defines a training run."""
 
@@ -186,6 +196,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "be 0 or more", self.seed)

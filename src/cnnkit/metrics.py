@@ -25,6 +25,7 @@ class EvalResult:
     support: list[int]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     macro_f1: float
+    ece: float  # expected calibration error over 15 confidence bins (analysis.calibration)
     seconds: float
     images_per_second: float
 
@@ -39,7 +40,7 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvalResult:
-        timing = {"seconds": 0.0, "images_per_second": 0.0}
+        timing = {"seconds": 0.0, "images_per_second": 0.0, "ece": float("nan")}  # older files
         return cls(**{k: values.get(k, timing.get(k)) for k in cls.__dataclass_fields__})
 
     def per_class(self) -> list[dict[str, Any]]:
@@ -88,6 +89,8 @@ def score(
     """Metrics from predicted probabilities ``(N, classes)`` against the split's labels."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+    from cnnkit.analysis import calibration
+
     labels = np.arange(len(class_names))
     predicted = probabilities.argmax(axis=1)
     p_true = probabilities[np.arange(len(split.y)), split.y]
@@ -107,6 +110,7 @@ def score(
         support=[int(v) for v in support],
         confusion=confusion.astype(int).tolist(),
         macro_f1=float(np.mean(f1)),
+        ece=calibration(probabilities, split.y).ece,
         seconds=round(seconds, 3),
         images_per_second=round(len(split.y) / seconds, 1) if seconds > 0 else 0.0,
     )

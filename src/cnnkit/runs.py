@@ -10,8 +10,11 @@ A run folder holds everything needed to rebuild, evaluate and use the model::
       checkpoints/best.keras   best by train.monitor;  checkpoints/last.keras  the last epoch
       history.csv              one row per epoch
       metrics.json             test metrics: loss, accuracy, per-class P/R/F1, confusion matrix
+      predictions.npz          the test set's predicted probabilities and labels
       classification_report.txt, model_summary.txt
-      accuracy.png, loss.png, confusion_matrix.png
+      report.html              the report page, self-contained (report.py); report.json its numbers
+      figures/*.png            every picture of the report
+      tensorboard/             with train.tensorboard=true
 """
 
 from __future__ import annotations

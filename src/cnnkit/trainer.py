@@ -168,6 +168,9 @@ def fit(
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where someone watches it
     # The timer first: it adds to the logs; the user's last: they see the finished logs.
     all_callbacks = [timer, checkpointer, *(callbacks or [])]
+    if cfg.tensorboard:  # after the timer, so that epoch times and images/s are logged too
+        board = keras.callbacks.TensorBoard(run.file("tensorboard"), write_graph=False)
+        all_callbacks.insert(2, board)
     with _stop_on_signals(checkpointer):
         while state.epoch < cfg.epochs and not checkpointer.stop_early:
             if (now := training_phase(net, cfg, state.epoch)) != phase:

@@ -13,9 +13,12 @@ import resource
 import shutil
 import statistics
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cnnkit.config import Config
 from cnnkit.errors import ConfigError, RunError, TrainingInterrupted
@@ -33,7 +36,8 @@ from cnnkit.runs import (
     write_text,
 )
 
-# Changing these on resume moves nothing but where the data is read from.
+# Changing these on resume moves nothing but where the data is read from (report.* too: it
+# only decides what is drawn at the end).
 _LOCATION_KEYS = ("data.path", "data.download", "data.cache", "data.cache_mb")
 # These define the model, the data or the optimizer's variables: a checkpoint cannot carry over
 # a change to them, even with --force (train a new run instead).
@@ -60,6 +64,7 @@ def train(
     from cnnkit.models import check_hparams, check_weights, fetch_weights
 
     # Everything that can be refused is checked before a run folder exists.
+    _check_tensorboard(config)
     check_hparams(config.model.name, config.model.params)
     check_weights(config.model.name, config.model.weights)
     data = load_dataset(config.data, config.seed)
@@ -95,6 +100,15 @@ def train(
 
 
 SKIPPED_FILE = "skipped_files.csv"
+
+
+def _check_tensorboard(config: Config) -> None:
+    import importlib.util
+
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "train.tensorboard=true needs the tensorboard package: pip install 'cnnkit[tensorboard]'"
+        )
 
 
 def _write_skipped(run: Run, skipped: tuple[tuple[str, str], ...]) -> None:
@@ -186,7 +200,11 @@ def resume(
     config = run.config()
     changes = dict(parse_override(item) for item in overrides)
     current = _flat(config)
-    changed = {k: v for k, v in changes.items() if k not in _LOCATION_KEYS and current.get(k) != v}
+    changed = {
+        k: v
+        for k, v in changes.items()
+        if k not in _LOCATION_KEYS and not k.startswith("report.") and current.get(k) != v
+    }
     fixed = [k for k in changed if k.startswith(_FIXED_ON_RESUME)]
     if fixed:
         raise ConfigError(
@@ -206,6 +224,7 @@ def resume(
             f"run {run.path} is complete; nothing to resume "
             f"(to train it longer: --force train.epochs=N with N > {meta.get('epochs')})"
         )
+    _check_tensorboard(new_config)
     data = load_dataset(new_config.data, new_config.seed)
     if list(data.class_names) != meta.get("classes"):
         raise ConfigError(f"the data's classes {list(data.class_names)} differ from the run's")
@@ -305,7 +324,7 @@ def _fit_and_evaluate(
 ) -> EvalResult:
     from cnnkit import report, trainer
     from cnnkit.checkpoint import remove_stale
-    from cnnkit.metrics import classification_report, evaluate_model
+    from cnnkit.metrics import classification_report, predict_probabilities, score
     from cnnkit.models import create_model
     from cnnkit.runs import load_model
 
@@ -338,12 +357,14 @@ def _fit_and_evaluate(
     tmp.replace(run.model_path)
 
     model = load_model(run.model_path)  # evaluate what was saved, not what is in memory
-    result = evaluate_model(
-        model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
+    start = time.perf_counter()
+    probabilities = predict_probabilities(
+        model, data.test.x, config.train.eval_batch_size, config.train.tta
     )
+    result = score(probabilities, data.test, list(data.class_names), time.perf_counter() - start)
+    report.save_predictions(run.file(report.PREDICTIONS_FILE), probabilities, data.test.y)
     write_json(run.file("metrics.json"), {"test": result.scores(), "kept": keep})
     write_text(run.file("classification_report.txt"), classification_report(result))
-    report.write_plots(run.path, result)
     speeds = fitted.history.get("train_images_per_second") or [0.0]
     run.update_meta(
         status="complete",
@@ -359,6 +380,18 @@ def _fit_and_evaluate(
         test_loss=result.loss,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
+    if not config.report.enabled:
+        return result
+    try:
+        written = report.write_report(
+            run.path, result, probabilities, data.test.y, data.test.x, model
+        )
+        _say(f"report {written.path} ({written.seconds:.1f} s)")
+    except Exception as exc:  # the model and its metrics are saved; the page can be redrawn
+        _say(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"try `cnnkit report {run.path} --debug`"
+        )
     return result
 
 
@@ -366,26 +399,88 @@ def evaluate(
     run: Run | str | Path, overrides: Iterable[str] = (), batch_size: int | None = None
 ) -> EvalResult:
     """Evaluate ``run``'s model on its test split again (``data.*`` overrides, e.g. ``data.path``)."""
-    from cnnkit.config import parse_override
     from cnnkit.data import load_dataset
     from cnnkit.metrics import evaluate_model
     from cnnkit.runs import load_model
 
     run = open_run(run)
-    config = run.config()
-    changes = dict(parse_override(item) for item in overrides)
-    for key in changes:
-        if not key.startswith("data."):
-            raise ConfigError(
-                f"evaluate takes data.* overrides only (such as data.path), not {key!r}"
-            )
-    config = config.replace(**changes)
+    config = _with_data_overrides(run.config(), overrides, "evaluate")
     data = load_dataset(config.data, config.seed)
     if list(data.class_names) != run.class_names:
         raise ConfigError(
             f"the dataset's classes {list(data.class_names)} differ from the run's {run.class_names}"
         )
     model = load_model(run.model_path)
-    return evaluate_model(
-        model, data.test, run.class_names, batch_size or config.train.eval_batch_size
+    return evaluate_model(  # with the run's test-time augmentation, as train evaluated it
+        model, data.test, run.class_names, batch_size or config.train.eval_batch_size,
+        config.train.tta,
+    )  # fmt: skip
+
+
+def _with_data_overrides(config: Config, overrides: Iterable[str], verb: str) -> Config:
+    from cnnkit.config import parse_override
+
+    changes = dict(parse_override(item) for item in overrides)
+    for key in changes:
+        if not key.startswith("data."):
+            raise ConfigError(
+                f"{verb} takes data.* overrides only (such as data.path), not {key!r}"
+            )
+    return config.replace(**changes)
+
+
+def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Any:
+    """Draw ``run``'s report page again from what the run saved.
+
+    The test images (for the galleries and the heatmaps) are read from the run's data; where
+    that is not on this machine (``data.*`` overrides say where it is), the page is drawn without
+    them and says so. Test predictions come from predictions.npz, or are made once and saved.
+    """
+    from cnnkit import report as pages
+    from cnnkit.data import load_dataset
+    from cnnkit.errors import CnnkitError
+    from cnnkit.metrics import predict_probabilities
+    from cnnkit.runs import load_model
+
+    run = open_run(run)
+    metrics_file = run.file("metrics.json")
+    if not metrics_file.is_file():
+        raise RunError(f"run {run.path} has no metrics.json; it did not finish evaluating")
+    import json
+
+    result = EvalResult.from_dict(json.loads(metrics_file.read_text(encoding="utf-8"))["test"])
+    config = _with_data_overrides(run.config(), overrides, "report")
+    notes: list[str] = []
+    test = None
+    try:
+        data = load_dataset(config.data, config.seed)
+        if list(data.class_names) != run.class_names:
+            raise ConfigError(f"its classes {list(data.class_names)} differ from the run's")
+        test = data.test
+    except CnnkitError as exc:
+        notes.append(
+            f"test images not shown: the run's data could not be read ({exc}); "
+            f"give its place with data.path=... to include them"
+        )
+    predictions = run.file(pages.PREDICTIONS_FILE)
+    probabilities = labels = None
+    if predictions.is_file():
+        probabilities, labels = pages.load_predictions(predictions)
+        if test is not None and not np.array_equal(labels, test.y):
+            notes.append(
+                "test images not shown: the data read now is not the test set the run was "
+                "evaluated on (its labels differ)"
+            )
+            test = None
+    model = None
+    if test is not None:
+        model = load_model(run.model_path)
+        if probabilities is None:  # a run from before predictions were saved: predict once
+            probabilities = predict_probabilities(
+                model, test.x, config.train.eval_batch_size, config.train.tta
+            )
+            labels = test.y
+            pages.save_predictions(predictions, probabilities, labels)
+    return pages.write_report(
+        run.path, result, probabilities, labels, None if test is None else test.x, model, notes
     )

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         f"test accuracy  {result.accuracy:.4f}  ({result.num_images} images, "
         f"{result.images_per_second:.0f} images/s)"
     )
+    print(f"calibration    {result.ece:.4f}  (expected calibration error, 15 bins)")
     print()
     print(classification_report(result))
     return 0

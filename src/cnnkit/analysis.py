@@ -1,0 +1,131 @@
+"""The numbers behind the report's pictures, from saved predictions: calibration, the most
+confused class pairs, the most confident mistakes, where over-fitting starts.
+
+Plain numpy on ``probabilities (N, classes)`` and integer ``labels (N,)``; report.py only draws
+what these return, and tests check them on cases worked out by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15  # Guo et al. 2017, "On Calibration of Modern Neural Networks"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Confidence (the top probability) against accuracy, in equal-width bins over [0, 1]."""
+
+    ece: float  # expected calibration error: sum over bins of share * |accuracy - confidence|
+    edges: list[float]  # bins+1 edges; bin i holds confidences in (edges[i], edges[i+1]]
+    confidence: list[float]  # mean confidence per bin (nan where a bin is empty)
+    accuracy: list[float]  # share of correct predictions per bin (nan where empty)
+    count: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        for key in ("confidence", "accuracy"):  # JSON has no NaN
+            values[key] = [None if math.isnan(v) else v for v in values[key]]
+        return values
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Calibration:
+    """Expected calibration error and the reliability diagram's bins."""
+    confidence = probabilities.max(axis=1).astype(np.float64)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Right-closed bins, as in Guo et al.: a confidence of exactly 0.2 belongs to (0.133, 0.2].
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    confidence_sum = np.bincount(index, weights=confidence, minlength=bins)
+    correct_sum = np.bincount(index, weights=correct, minlength=bins)
+    ece = float(np.abs(correct_sum - confidence_sum).sum() / max(len(labels), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.where(count > 0, confidence_sum / count, np.nan)
+        accuracy = np.where(count > 0, correct_sum / count, np.nan)
+    return Calibration(
+        ece=ece,
+        edges=[float(e) for e in edges],
+        confidence=[float(v) for v in mean_confidence],
+        accuracy=[float(v) for v in accuracy],
+        count=[int(c) for c in count],
+    )
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    true: int
+    predicted: int
+    count: int
+    share: float  # of the true class's test images
+
+
+def confused_pairs(confusion: np.ndarray | list[list[int]], k: int = 5) -> list[ConfusedPair]:
+    """The ``k`` largest off-diagonal cells of the confusion matrix (true class, predicted class),
+    largest first; ties in the order of the matrix (row, then column). Empty cells never count."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    totals = counts.sum(axis=1)
+    pairs = []
+    for cell in flat:
+        true, predicted = divmod(int(cell), counts.shape[1])
+        if off[true, predicted] == 0:
+            break
+        pairs.append(
+            ConfusedPair(
+                true,
+                predicted,
+                int(off[true, predicted]),
+                float(off[true, predicted] / totals[true]),
+            )
+        )
+    return pairs
+
+
+def most_confident_wrong(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` wrong predictions made with the highest confidence, highest first
+    (ties by index)."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")[:k]]
+
+
+def pair_examples(
+    probabilities: np.ndarray, labels: np.ndarray, pair: ConfusedPair, k: int
+) -> np.ndarray:
+    """Up to ``k`` images of ``pair.true`` predicted as ``pair.predicted``, most confident first."""
+    predicted = probabilities.argmax(axis=1)
+    chosen = np.flatnonzero((labels == pair.true) & (predicted == pair.predicted))
+    confidence = probabilities[chosen, pair.predicted]
+    return chosen[np.argsort(-confidence, kind="stable")[:k]]
+
+
+def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """``k`` distinct indices out of ``n``, drawn with ``seed`` (the same grid every time), sorted."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
+
+
+def overfitting_start(history: dict[str, list[float]], patience: int = 2) -> int | None:
+    """The 1-based epoch from which the model over-fits, or None.
+
+    That is the epoch after validation loss reached its minimum, when at least ``patience``
+    epochs follow the minimum, none of them gets back below it, and the training loss over them
+    still fell: the model goes on fitting the training set while it gets worse on unseen images.
+    """
+    val = np.asarray(history.get("val_loss", []), dtype=np.float64)
+    train = np.asarray(history.get("loss", []), dtype=np.float64)
+    if len(val) < patience + 1 or len(train) != len(val) or not np.isfinite(val).all():
+        return None
+    best = int(np.argmin(val))
+    if len(val) - 1 - best < patience:
+        return None
+    if not train[-1] < train[best]:
+        return None
+    return best + 2  # 0-based best -> 1-based, and the epoch after it

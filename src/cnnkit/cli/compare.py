@@ -1,0 +1,62 @@
+"""cnnkit compare: runs side by side, as a table here and a page with their curves on one chart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        "compare",
+        help="set runs side by side: config differences, final metrics, curves on one chart",
+        description=(
+            "Compare two or more runs: print their final numbers and the config keys in which "
+            "they differ, and write a folder with compare.html (self-contained), compare.json "
+            "and the curves of all runs on one chart, per epoch and against training time."
+        ),
+    )
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders printed by cnnkit train"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the folder to write (default: compare-RUN-RUN... beside the first run; "
+        "an existing folder is never overwritten: -2, -3... is added)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.compare import compare, format_cell, text_table, write_comparison
+    from cnnkit.runs import create_run
+
+    comparison = compare(args.runs)
+    if args.out:
+        out = Path(args.out)
+    else:
+        joined = "-".join(r.path.name for r in comparison.runs)
+        out = comparison.runs[0].path.parent / f"compare-{joined}"[:80]
+    folder = create_run(out.parent, out.name).path  # a fresh folder, whatever exists already
+    write_comparison(comparison, folder)
+    if args.json:
+        print(json.dumps({**comparison.to_dict(), "folder": str(folder)}, indent=2))
+        return 0
+    print(text_table(comparison.rows()))
+    if comparison.differences:
+        print()
+        rows = [
+            {
+                "config key": key,
+                **{r.label: format_cell(v) for r, v in zip(comparison.runs, values, strict=True)},
+            }
+            for key, values in comparison.differences.items()
+        ]
+        print(text_table(rows))
+    print()
+    print(f"{folder / 'compare.html'}")
+    return 0
