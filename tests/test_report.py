@@ -37,6 +37,8 @@ def test_expected_calibration_error_by_hand() -> None:
     assert math.isnan(result.accuracy[0])
     # |0 - 0.35| * 1/4 + |0.5 - 0.575| * 2/4 + |1 - 0.9| * 1/4
     assert math.isclose(result.ece, 0.15)
+    # Mean confidence (0.9 + 0.6 + 0.55 + 0.35) / 4 = 0.6 against accuracy 0.5.
+    assert math.isclose(result.overconfidence, 0.1)
     assert math.isclose(score(probabilities, Split(np.zeros((4, 1, 1, 1), np.uint8), labels),
                               list("abc")).ece, analysis.calibration(probabilities, labels).ece)  # fmt: skip
     sure = np.eye(3)[[0, 1, 2, 1]]

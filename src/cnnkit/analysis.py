@@ -21,6 +21,7 @@ class Calibration:
     """Confidence (the top probability) against accuracy, in equal-width bins over [0, 1]."""
 
     ece: float  # expected calibration error: sum over bins of share * |accuracy - confidence|
+    overconfidence: float  # mean confidence minus accuracy: > 0 over-confident, < 0 under-confident
     edges: list[float]  # bins+1 edges; bin i holds confidences in (edges[i], edges[i+1]]
     confidence: list[float]  # mean confidence per bin (nan where a bin is empty)
     accuracy: list[float]  # share of correct predictions per bin (nan where empty)
@@ -49,6 +50,7 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_B
         accuracy = np.where(count > 0, correct_sum / count, np.nan)
     return Calibration(
         ece=ece,
+        overconfidence=float(confidence.mean() - correct.mean()) if len(labels) else 0.0,
         edges=[float(e) for e in edges],
         confidence=[float(v) for v in mean_confidence],
         accuracy=[float(v) for v in accuracy],

@@ -6,6 +6,7 @@ runs from other machines, or whose model file is gone, compare as well.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,10 @@ def summarize(path: str | Path, label: str | None = None) -> RunSummary:
             raise RunError(
                 f"{run.file('metrics.json')} is unreadable; the run is damaged"
             ) from None
+    report_file = run.file("report.json")  # runs evaluated before metrics.json held the ECE
+    if test is not None and test.get("ece") is None and report_file.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            test["ece"] = json.loads(report_file.read_text(encoding="utf-8"))["calibration"]["ece"]
     history_file = run.file("history.csv")
     history = read_history(history_file) if history_file.is_file() else {}
     return RunSummary(
@@ -144,7 +149,9 @@ def plot_curves(runs: Sequence[RunSummary], path: Path, against: str) -> Path:
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric.capitalize()} per {'epoch' if against == 'epoch' else 'time'}")
+        ax.set_title(
+            f"{metric.capitalize()} {'per epoch' if against == 'epoch' else 'against training time'}"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -170,7 +177,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> Comparison:
     labels = [r.label for r in comparison.runs]
     differences = html_table(
         ["config key", *labels],
-        [[k, *(format_cell(v) for v in values)] for k, values in comparison.differences.items()],
+        [[k, *(config_cell(v) for v in values)] for k, values in comparison.differences.items()],
     )
     paths = "".join(
         f"<li>{html.escape(r.label)}: {html.escape(str(r.path))}</li>" for r in comparison.runs
@@ -189,6 +196,15 @@ def write_comparison(comparison: Comparison, folder: Path) -> Comparison:
 
 
 _FORMATS = {"train_seconds": "{:,.1f}", "train_images_per_second": "{:,.0f}"}
+
+
+def config_cell(value: Any) -> str:
+    """A config value as config.yaml writes it."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
 def format_cell(value: Any, key: str | None = None) -> str:

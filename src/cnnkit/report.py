@@ -204,8 +204,13 @@ def plot_reliability(calibration: analysis.Calibration, path: Path) -> Path:
     )
     ax.bar(centers, accuracy, width=width * 0.95, color="tab:blue", label="accuracy in the bin")
     filled = ~np.isnan(confidence)
-    ax.bar(centers[filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled],
-           width=width * 0.95, color="tab:red", alpha=0.3, hatch="//", label="gap to confidence")  # fmt: skip
+    low = np.minimum(confidence[filled], accuracy[filled])
+    # The gap hatched, unfilled, so that the accuracy bar stays visible under it either way.
+    ax.bar(centers[filled], np.abs(confidence[filled] - accuracy[filled]), bottom=low,
+           width=width * 0.95, fill=False, hatch="///", edgecolor="tab:red", lw=0,
+           label="gap to confidence")  # fmt: skip
+    ax.plot(centers[filled], confidence[filled], "_", color="black", ms=12, mew=2,
+            label="mean confidence in the bin")  # fmt: skip
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -468,6 +473,18 @@ def _gradcam(
     )  # fmt: skip
 
 
+def _leaning(overconfidence: float) -> str:
+    points = abs(overconfidence) * 100
+    if points < 1:
+        return "On average its confidence matches its accuracy (within 1 point)."
+    if overconfidence > 0:
+        return f"The model is over-confident: its mean confidence is {points:.1f} points above its accuracy."
+    return (
+        f"The model is under-confident: its accuracy is {points:.1f} points above its mean "
+        f"confidence (label smoothing, for one, trains a model to be so)."
+    )
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -605,7 +622,8 @@ def _page(
         section("calibration", "Calibration",
                 f"<p>Expected calibration error {calibration['ece']:.2%} over "
                 f"{len(calibration['count'])} equal-width confidence bins: how far the model's "
-                f"confidence is from its accuracy, weighted by the images in each bin.</p>"
+                f"confidence is from its accuracy, weighted by the images in each bin. "
+                f"{_leaning(calibration['overconfidence'])}</p>"
                 + embed_png(figures["reliability"], "reliability diagram"))  # fmt: skip
     if "gradcam" in figures:
         section("gradcam", "Class-activation maps (Grad-CAM)",

@@ -32,7 +32,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.compare import compare, format_cell, text_table, write_comparison
+    from cnnkit.compare import compare, config_cell, text_table, write_comparison
     from cnnkit.runs import create_run
 
     comparison = compare(args.runs)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [
             {
                 "config key": key,
-                **{r.label: format_cell(v) for r, v in zip(comparison.runs, values, strict=True)},
+                **{r.label: config_cell(v) for r, v in zip(comparison.runs, values, strict=True)},
             }
             for key, values in comparison.differences.items()
         ]
