@@ -258,6 +258,9 @@ def test_every_cache_mode_trains_the_same_model(folder: Path, tmp_path: Path) ->
         ])  # fmt: skip
         run = train(config, tmp_path / "runs", verbose=0)
         weights[mode] = load_model(run.model_path).get_weights()
+        # The report reads its galleries from the streamed test images too.
+        drawn = {p.stem for p in (run.path / "figures").glob("*.png")}
+        assert {"random_predictions", "gradcam", "reliability"} <= drawn, (mode, drawn)
     for mode in ("disk", "none"):
         for a, b in zip(weights["memory"], weights[mode], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ Every run here is deterministic (train.deterministic=true) on the generated 32x3
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -302,3 +303,7 @@ def test_fast_recipe_resumes_exactly(runs: Path) -> None:
     for a, b in zip(_weights(runs / "fast_ref"), _weights(run), strict=True):
         assert np.array_equal(a, b)
     assert (run / "metrics.json").read_bytes() == (runs / "fast_ref" / "metrics.json").read_bytes()
+    # `cnnkit evaluate` applies the run's test-time augmentation (train.tta=1), as train did.
+    again = json.loads(run_cli("evaluate", str(run), "--json").stdout)
+    saved = json.loads((run / "metrics.json").read_text())["test"]
+    assert again["confusion"] == saved["confusion"] and math.isclose(again["loss"], saved["loss"], rel_tol=1e-6)
