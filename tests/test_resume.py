@@ -306,4 +306,6 @@ def test_fast_recipe_resumes_exactly(runs: Path) -> None:
     # `cnnkit evaluate` applies the run's test-time augmentation (train.tta=1), as train did.
     again = json.loads(run_cli("evaluate", str(run), "--json").stdout)
     saved = json.loads((run / "metrics.json").read_text())["test"]
-    assert again["confusion"] == saved["confusion"] and math.isclose(again["loss"], saved["loss"], rel_tol=1e-6)
+    assert again["confusion"] == saved["confusion"] and math.isclose(
+        again["loss"], saved["loss"], rel_tol=1e-6
+    )

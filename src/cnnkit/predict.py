@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,18 +52,71 @@ class Predictor:
         self, paths: Sequence[str | Path], top_k: int = 5
     ) -> tuple[list[Prediction], list[ImageError]]:
         """Top-k classes for each readable file; unreadable ones come back as errors."""
-        arrays, sources, errors = [], [], []
-        for path in paths:
+        predictions: list[Prediction] = []
+        errors: list[ImageError] = []
+        for answer in self.predict_iter(paths, top_k):
+            (errors if isinstance(answer, ImageError) else predictions).append(answer)  # type: ignore[arg-type]
+        return predictions, errors
+
+    def predict_iter(
+        self, paths: Iterable[str | Path], top_k: int = 5, chunk: int = 512, threads: int = 4
+    ) -> Iterator[Prediction | ImageError]:
+        """Answers in the order of ``paths``, ``chunk`` files at a time (decoded by ``threads``
+        threads while the model is idle), so that memory stays flat for any number of files."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def load(path: str | Path) -> np.ndarray | ImageError:
             try:
-                arrays.append(self.load(path))
-                sources.append(str(path))
+                return self.load(path)
             except ImageError as exc:
-                errors.append(exc)
-        if not arrays:
-            return [], errors
-        probabilities = self.probabilities(np.stack(arrays))
-        return [self._top(s, p, top_k) for s, p in zip(sources, probabilities, strict=True)], errors
+                return exc
+
+        pending = list(paths)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for start in range(0, len(pending), chunk):
+                part = pending[start : start + chunk]
+                loaded = list(pool.map(load, part))
+                arrays = [a for a in loaded if isinstance(a, np.ndarray)]
+                probabilities = iter(self.probabilities(np.stack(arrays)) if arrays else [])
+                for path, item in zip(part, loaded, strict=True):
+                    if isinstance(item, ImageError):
+                        yield item
+                    else:
+                        yield self._top(str(path), next(probabilities), top_k)
 
     def _top(self, source: str, probabilities: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probabilities)[: max(1, top_k)]
         return Prediction(source, [(self.class_names[i], float(probabilities[i])) for i in order])
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def expand_paths(arguments: Iterable[str]) -> tuple[list[Path], list[ImageError]]:
+    """Files named, the image files under folders named (recursively, sorted, hidden ones left
+    out), and the files matching glob patterns (``**`` included), in the order given; each
+    argument that names nothing comes back as an error."""
+    import glob
+
+    files: list[Path] = []
+    errors: list[ImageError] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )  # fmt: skip
+            if not found:
+                errors.append(ImageError(f"{path}: a folder with no image files in it"))
+            files.extend(found)
+        elif path.exists() or not glob.has_magic(argument):
+            files.append(path)  # a missing file is answered as an error, in its place
+        else:
+            matched = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+            matched = [p for p in matched if p.is_file()]
+            if not matched:
+                errors.append(ImageError(f"{argument}: no files match this pattern"))
+            files.extend(matched)
+    return files, errors
