@@ -30,12 +30,24 @@ class Prediction:
 class Predictor:
     """Loads ``run``'s model once; predicts raw images of any size or mode."""
 
-    def __init__(self, run: Run | str | Path, batch_size: int = 256) -> None:
+    def __init__(self, run: Run | str | Path, batch_size: int = 256, engine: str = "keras") -> None:
+        """``engine``: keras (model.keras), or onnx / tflite / saved_model to run the run's export
+        (``cnnkit export``) in its own runtime."""
         self.run = open_run(run)
-        self.model = load_model(self.run.model_path)
+        if engine == "keras":
+            self.model = load_model(self.run.model_path)
+        else:
+            from cnnkit.export import FORMATS, ExportError, read_export, runtime
+
+            if engine not in FORMATS:
+                raise ExportError(
+                    f"unknown engine {engine!r}; choose keras or one of {', '.join(FORMATS)}"
+                )
+            self.model = runtime(engine, read_export(self.run, engine))
+        self.engine = engine
         self.class_names = self.run.class_names
         self.batch_size = batch_size
-        height, width, channels = self.model.input_shape[1:]
+        height, width, channels = self.run.meta()["input_shape"]
         self.image_size = (int(height), int(width))
         self.channels = int(channels)
         self.tta = self.run.config().train.tta  # predict as the run was evaluated

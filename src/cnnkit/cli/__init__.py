@@ -12,7 +12,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-VERBS = ("train", "evaluate", "report", "compare", "predict", "data", "models", "config", "env")
+VERBS = (
+    "train",
+    "evaluate",
+    "report",
+    "compare",
+    "predict",
+    "export",
+    "data",
+    "models",
+    "config",
+    "env",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

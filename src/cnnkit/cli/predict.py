@@ -40,6 +40,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--batch-size", type=int, default=256, metavar="N", help="images per model call"
     )
     parser.add_argument(
+        "--engine",
+        choices=("keras", "onnx", "tflite", "saved_model"),
+        default="keras",
+        help="keras (model.keras, default), or the run's export of that format (cnnkit export)",
+    )
+    parser.add_argument(
         "--progress",
         choices=("auto", "on", "off"),
         default="auto",
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise CnnkitError("--batch-size must be 1 or more")
     fmt = "json" if args.json else args.format
     files, errors = expand_paths(args.images)
-    predictor = Predictor(args.run, batch_size=args.batch_size)
+    predictor = Predictor(args.run, batch_size=args.batch_size, engine=args.engine)
     width = max((len(str(p)) for p in files), default=0)
     writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if writer:

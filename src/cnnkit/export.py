@@ -1,0 +1,272 @@
+"""Export a run's model to ONNX, a TensorFlow SavedModel or TFLite, and check that it answers as
+Keras does.
+
+    RUN/export/model.onnx | saved_model/ | model.tflite     the exported network
+    RUN/export/<format>.json                                  how it was made and its parity check
+
+The exported network is the run's network in float32: a run trained in mixed bfloat16 keeps its
+weights in float32 already, and ONNX and TFLite have no bfloat16 kernels on most runtimes. It
+takes raw images, float32 0-255 (N, H, W, C), like model.keras, and gives class probabilities.
+Test-time augmentation is not part of the file; ``cnnkit predict --engine onnx`` applies the
+run's TTA around it as it does around Keras.
+
+Parity: on up to 1,000 test images of the run's data (random images where the data is not on
+this machine, with a note), the exported model's probabilities are compared with Keras's float32
+network's (tolerance ATOL) and its top-1 class with that of the run's own model.keras.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError
+from cnnkit.runs import Run, load_model, open_run, write_json
+
+FORMATS = ("onnx", "saved_model", "tflite")
+FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
+ATOL = 1e-4  # largest difference allowed between exported and Keras float32 probabilities
+PARITY_IMAGES = 1000
+
+
+class ExportError(CnnkitError):
+    """The model cannot be exported, or the export does not answer as Keras does."""
+
+
+@dataclass
+class Parity:
+    images: int
+    source: str  # "test split" or "random images"
+    max_abs_difference: float  # against Keras, float32
+    top1_agreement_float32: float  # share of images with the same top-1 class as Keras float32
+    top1_agreement_run_model: float  # ... as the run's model.keras (bfloat16 where trained so)
+    passed: bool
+
+
+@dataclass
+class Exported:
+    format: str
+    path: Path
+    seconds: float
+    parity: Parity
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["path"] = str(self.path)
+        return values
+
+
+def float32_network(model: Any) -> Any:
+    """The same network with every layer computing in float32, and the same weights."""
+    import keras
+
+    spec = keras.saving.serialize_keras_object(model)
+
+    def to_float32(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("class_name") == "DTypePolicy":
+                return {**value, "config": {**value["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [to_float32(v) for v in value]
+        return value
+
+    copy = keras.saving.deserialize_keras_object(to_float32(spec))
+    copy.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    return copy
+
+
+def export_run(
+    run: Run | str | Path, fmt: str, out: Path | None = None, force: bool = False,
+    parity_images: int = PARITY_IMAGES,
+) -> Exported:  # fmt: skip
+    """Export ``run``'s model as ``fmt`` (default place RUN/export/), then check its parity."""
+    from cnnkit.env import import_keras
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    import_keras()
+    run = open_run(run)
+    target = out or run.path / "export" / FILES[fmt]
+    if target.exists() and not force:
+        raise ExportError(f"{target} exists; pass --force to replace it, or --out PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = load_model(run.model_path)
+    network = float32_network(model)
+    images, source, notes = _parity_images(run, model, parity_images)
+    network.predict(images[:2], verbose=0)  # Keras exports only a model that has been called
+    start = time.perf_counter()
+    tmp = target.with_name(f".{target.name}.tmp")
+    _remove(tmp)
+    try:
+        _write(network, fmt, tmp)
+        seconds = time.perf_counter() - start
+        parity = check_parity(fmt, tmp, network, model, images, source)
+        _remove(target)
+        tmp.replace(target)
+    finally:
+        _remove(tmp)
+    result = Exported(fmt, target, round(seconds, 2), parity, notes)
+    write_json(target.parent / f"{fmt}.json", result.to_dict())
+    if not parity.passed:
+        raise ExportError(
+            f"{target} does not answer as Keras does: largest probability difference "
+            f"{parity.max_abs_difference:.2e} (allowed {ATOL:.0e}), top-1 agreement "
+            f"{parity.top1_agreement_float32:.2%}; the file is kept for inspection"
+        )
+    return result
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write(network: Any, fmt: str, path: Path) -> None:
+    try:
+        if fmt == "onnx":
+            network.export(str(path), format="onnx", verbose=False)
+        elif fmt == "saved_model":
+            network.export(str(path), format="tf_saved_model", verbose=False)
+        else:
+            import tensorflow as tf
+
+            staging = path.with_name(path.name + ".saved_model")
+            try:
+                network.export(str(staging), format="tf_saved_model", verbose=False)
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
+                path.write_bytes(converter.convert())
+            finally:
+                _remove(staging)
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting to {fmt} needs {exc.name or 'a package'}: pip install 'cnnkit[export]'"
+        ) from None
+
+
+def _parity_images(run: Run, model: Any, count: int) -> tuple[np.ndarray, str, list[str]]:
+    from cnnkit.data import load_dataset
+
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    try:
+        test = load_dataset(run.config().data, run.config().seed).test
+        take = np.arange(min(count, len(test)))
+        return np.asarray(test.x[take]).astype(np.float32), "test split", []
+    except CnnkitError as exc:
+        rng = np.random.default_rng(0)
+        note = f"parity checked on random images: the run's data could not be read ({exc})"
+        return (
+            rng.integers(0, 256, (min(count, 256), *shape)).astype(np.float32),
+            "random images",
+            [note],
+        )
+
+
+def runtime(fmt: str, path: Path) -> Any:
+    """The exported model loaded in its own runtime, as an object with Keras's ``predict``."""
+    if fmt == "onnx":
+        return OnnxModel(path)
+    from cnnkit.env import import_keras
+
+    import_keras()  # imports TensorFlow with its start-up chatter filtered
+    if fmt == "tflite":
+        return TFLiteModel(path)
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return _Batched(lambda x: loaded.serve(x).numpy())
+
+
+class _Batched:
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def predict(self, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        parts = [self.call(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
+
+class OnnxModel(_Batched):
+    """An ONNX file run by onnxruntime on the CPU."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ExportError(
+                "running an ONNX model needs onnxruntime: pip install 'cnnkit[export]'"
+            ) from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        shape = self.session.get_inputs()[0].shape
+        self.input_shape = (None, *shape[1:])
+        super().__init__(lambda x: self.session.run(None, {self.input: x})[0])
+
+
+class TFLiteModel(_Batched):
+    """A TFLite file run by TensorFlow's interpreter."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # "deprecated, use ai_edge_litert": still the one TF ships
+            warnings.simplefilter("ignore")
+            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.size = 0
+        super().__init__(self._run)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self.size:
+            self.interpreter.resize_tensor_input(self.input, x.shape)
+            self.interpreter.allocate_tensors()
+            self.size = len(x)
+        self.interpreter.set_tensor(self.input, x)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self.output))
+
+
+def check_parity(
+    fmt: str, path: Path, network: Any, model: Any, images: np.ndarray, source: str
+) -> Parity:
+    exported = runtime(fmt, path).predict(images, batch_size=128)
+    expected = network.predict(images, batch_size=256, verbose=0)
+    own = model.predict(images, batch_size=256, verbose=0)
+    difference = float(np.abs(exported - expected).max())
+    top = exported.argmax(axis=1)
+    agree32 = float(np.mean(top == expected.argmax(axis=1)))
+    return Parity(
+        images=len(images),
+        source=source,
+        max_abs_difference=difference,
+        top1_agreement_float32=agree32,
+        top1_agreement_run_model=float(np.mean(top == own.argmax(axis=1))),
+        passed=difference <= ATOL,
+    )
+
+
+def read_export(run: Run, fmt: str) -> Path:
+    """The run's export in ``fmt`` (RUN/export/...), or an error that says how to make it."""
+    path = run.path / "export" / FILES[fmt]
+    if not path.exists():
+        raise ExportError(
+            f"{run.path} has no {fmt} export; make it with: cnnkit export {run.path} --format {fmt}"
+        )
+    record = path.parent / f"{fmt}.json"
+    if record.is_file() and not json.loads(record.read_text(encoding="utf-8"))["parity"]["passed"]:
+        raise ExportError(f"{path} failed its parity check ({record}); export it again")
+    return path
