@@ -18,6 +18,7 @@ VERBS = (
     "report",
     "compare",
     "predict",
+    "serve",
     "export",
     "data",
     "models",

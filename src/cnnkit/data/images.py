@@ -33,6 +33,35 @@ def load_image(path: str | Path, size: tuple[int, int], channels: int) -> np.nda
     return to_array(image, size, channels)
 
 
+def decode_bytes(
+    data: bytes, size: tuple[int, int], channels: int, max_pixels: int, name: str = "image"
+) -> np.ndarray:
+    """Bytes received from someone else (a server's upload): like :func:`load_image`, but any
+    failure to decode is an ImageError (hostile input can raise anything inside a decoder), and
+    an image of more than ``max_pixels`` pixels is refused before it is decoded."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    if not data:
+        raise ImageError(f"{name}: empty upload")
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{name}: {width}x{height} is more than the {max_pixels:,} pixels allowed"
+                )
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            return to_array(image, size, channels)
+    except ImageError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        raise ImageError(f"{name}: not an image that can be decoded ({kind})") from None
+
+
 def to_array(image: object, size: tuple[int, int], channels: int) -> np.ndarray:
     """A PIL image as uint8 ``(height, width, channels)``."""
     from PIL import Image
