@@ -1,0 +1,242 @@
+"""`cnnkit serve` as a real process on a free loopback port: the happy path, each bad request,
+1,000 fuzzed requests, and the web page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import ARTIFACTS, FLAGS, chromium
+from conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(digits_run: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "serve", str(digits_run), "--port", str(port),
+         "--max-mb", "0.2", "--max-pixels", "1000000", "--max-images", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start: {process.communicate()[1][-2000:]}")
+            time.sleep(0.3)
+    yield port, process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, {"raw": data.decode(errors="replace")}
+    finally:
+        connection.close()
+
+
+def _png(digit: np.ndarray, size: int = 32, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(digit).resize((size, size), Image.Resampling.NEAREST).convert(mode).save(
+        buffer, "PNG"
+    )
+    return buffer.getvalue()
+
+
+def _multipart(parts: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[str, str]]:
+    boundary = "cnnkitboundary"
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for field, name, data in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from cnnkit.config import DataConfig
+    from cnnkit.data import load_dataset
+
+    test = load_dataset(DataConfig(name="digits"), seed=0).test
+    return test.x[:40, :, :, 0], test.y[:40]
+
+
+@pytest.mark.slow
+def test_service_answers_and_describes_itself(server: tuple[int, object], digits: tuple) -> None:
+    port, _ = server
+    images, labels = digits
+    assert _request(port, "GET", "/health")[1]["status"] == "ok"
+    status, info = _request(port, "GET", "/model")
+    assert status == 200 and info["classes"] == [str(d) for d in range(10)]
+    assert info["input_shape"] == [8, 8, 1] and info["limits"]["max_images"] == 4
+    status, spec = _request(port, "GET", "/openapi.json")
+    assert status == 200 and "/predict" in spec["paths"]
+    assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+
+    right = 0
+    for image, label in zip(images, labels, strict=True):  # raw bytes, RGB and enlarged
+        status, answer = _request(
+            port, "POST", "/predict?top_k=2", _png(image), {"Content-Type": "image/png"}
+        )
+        assert status == 200, answer
+        top = answer["predictions"][0]["top"]
+        assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
+        right += int(top[0]["class"]) == label
+    assert right >= 34  # 85 % of 40 (the run: ~96 % on the test digits)
+
+    body, headers = _multipart(
+        [("file", "a.png", _png(images[0])), ("file", "b.png", _png(images[1], 64, "L"))]
+    )
+    status, answer = _request(port, "POST", "/predict?explain=true", body, headers)
+    assert status == 200 and [p["image"] for p in answer["predictions"]] == ["a.png", "b.png"]
+    assert all(p["heatmap"].startswith("data:image/png;base64,") for p in answer["predictions"])
+
+
+@pytest.mark.slow
+def test_each_bad_request_is_a_4xx_json_error(server: tuple[int, object], digits: tuple) -> None:
+    port, process = server
+    good = _png(digits[0][0])
+    huge = Image.new("RGB", (1200, 1200))  # 1.44 M pixels against the 1 M allowed; small as PNG
+    buffer = io.BytesIO()
+    huge.save(buffer, "PNG")
+    cases = {
+        "not an image": (b"hello, this is text", {"Content-Type": "application/octet-stream"}, 400),
+        "truncated": (good[: len(good) // 2], {"Content-Type": "image/png"}, 400),
+        "empty": (b"", {"Content-Type": "image/png"}, 400),
+        "too large": (os.urandom(300_000), {"Content-Type": "image/png"}, 413),
+        "too many pixels": (buffer.getvalue(), {"Content-Type": "image/png"}, 413),
+        "wrong field": (*_multipart([("image", "a.png", good)]), 422),
+        "too many files": (*_multipart([("file", f"{i}.png", good) for i in range(5)]), 400),
+        "broken multipart": (
+            b"--x\r\nnonsense",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            422,  # parsed as a form with no file in it
+        ),
+    }
+    for name, (body, headers, expected) in cases.items():
+        status, answer = _request(port, "POST", "/predict", body, headers)
+        assert status == expected and isinstance(answer.get("error"), str), (name, status, answer)
+    for path, expected in (("/predict?top_k=0", 422), ("/predict?top_k=x", 422)):
+        status, answer = _request(port, "POST", path, good, {"Content-Type": "image/png"})
+        assert status == expected and "top_k" in answer["error"], answer
+    assert _request(port, "GET", "/predict")[0] == 405
+    assert _request(port, "GET", "/nowhere")[0] == 404
+    assert process.poll() is None  # still serving
+    assert _request(port, "POST", "/predict", good, {"Content-Type": "image/png"})[0] == 200
+
+
+@pytest.mark.slow
+def test_fuzzed_requests_never_break_the_server(server: tuple[int, object], digits: tuple) -> None:
+    port, process = server
+    rng = np.random.default_rng(0)
+    seeds = [_png(digits[0][i], size) for i, size in enumerate((8, 32, 64))]
+    jpeg = io.BytesIO()
+    Image.fromarray(digits[0][3]).convert("RGB").save(jpeg, "JPEG")
+    seeds.append(jpeg.getvalue())
+    statuses: dict[int, int] = {}
+    for i in range(1000):
+        if i % 4 == 0:  # random bytes of random length
+            body = rng.integers(0, 256, int(rng.integers(0, 2000)), dtype=np.uint8).tobytes()
+        else:  # a real image with bytes flipped, cut, or repeated
+            data = bytearray(seeds[i % len(seeds)])
+            for _ in range(int(rng.integers(1, 8))):
+                data[int(rng.integers(len(data)))] = int(rng.integers(256))
+            if i % 3 == 0:
+                data = data[: int(rng.integers(1, len(data)))]
+            if i % 7 == 0:
+                data = data + data
+            body = bytes(data)
+        kind = ("image/png", "application/octet-stream", "multipart/form-data; boundary=b")[i % 3]
+        status, answer = _request(port, "POST", "/predict", body, {"Content-Type": kind})
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status < 500, (i, status, answer)
+    assert process.poll() is None
+    assert statuses.get(200, 0) > 0 and sum(v for k, v in statuses.items() if 400 <= k < 500) > 0
+    images, labels = digits
+    status, answer = _request(
+        port, "POST", "/predict", _png(images[5]), {"Content-Type": "image/png"}
+    )
+    assert status == 200 and answer["predictions"][0]["top"][0]["class"] == str(labels[5])
+
+
+@pytest.mark.slow
+def test_web_page_shows_bars_for_an_upload(
+    server: tuple[int, object], digits: tuple, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port, _ = server
+    picture = tmp_path / "digit.png"
+    picture.write_bytes(_png(digits[0][0], 64))
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            page.set_input_files("#pick", str(picture))
+            page.wait_for_selector(".bar", timeout=30_000)
+            bars = page.locator(".row").all_inner_texts()
+            assert len(bars) == 5 and bars[0].split()[0] == str(digits[1][0])
+            page.wait_for_function(
+                "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+            )
+            assert page.locator("img[alt='Grad-CAM heatmap']").count() == 1
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+            # A file that is not an image: the page says so, and nothing breaks.
+            text = tmp_path / "notes.png"
+            text.write_text("not an image")
+            page.set_input_files("#pick", str(text))
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "not an image" in page.inner_text("#error")
+        finally:
+            browser.close()
+    # The page's failed upload is logged by Chromium as a console error (400); nothing else.
+    assert [p for p in problems if "400" not in p] == []
