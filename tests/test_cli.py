@@ -31,13 +31,15 @@ def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> 
 def test_help_answers_without_tensorflow() -> None:
     probe = (
         "import sys\nfrom cnnkit.cli import build_parser\nbuild_parser().format_help()\n"
-        "print([m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib') if m in sys.modules])"
+        "print([m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'fastapi', 'onnxruntime')"
+        " if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
     result = run_cli("--help")
     assert result.returncode == 0
-    for verb in ("train", "evaluate", "predict", "models", "config", "env"):
+    for verb in ("train", "evaluate", "report", "compare", "predict", "serve", "export", "data",
+                 "models", "config", "env"):  # fmt: skip
         assert verb in result.stdout
 
 
