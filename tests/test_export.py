@@ -21,9 +21,22 @@ def run_copy(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return copy
 
 
+@pytest.fixture(scope="module")
+def pictures(run_copy: Path) -> tuple[list[Path], list[str]]:
+    """Six noise pictures and Keras's top class for each (computed once for all formats)."""
+    files = []
+    for i, image in enumerate(np.random.default_rng(1).integers(0, 255, (6, 8, 8), dtype=np.uint8)):
+        files.append(run_copy.parent / f"noise_{i}.png")
+        Image.fromarray(image).resize((32, 32)).save(files[-1])
+    keras = json.loads(run_cli("predict", str(run_copy), *map(str, files), "--json").stdout)
+    return files, [a["top"][0]["class"] for a in keras]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
-def test_export_agrees_with_keras(run_copy: Path, fmt: str) -> None:
+def test_export_agrees_with_keras(
+    run_copy: Path, pictures: tuple[list[Path], list[str]], fmt: str
+) -> None:
     done = run_cli("export", str(run_copy), "--format", fmt)
     assert done.returncode == 0, done.stderr
     target = Path(done.stdout.strip().splitlines()[-1])
@@ -36,14 +49,10 @@ def test_export_agrees_with_keras(run_copy: Path, fmt: str) -> None:
     assert parity["top1_agreement_run_model"] >= 0.99  # the run's model computes in bfloat16
 
     # Predicting through the export answers as predict through Keras does.
-    files = []
-    for i, image in enumerate(np.random.default_rng(1).integers(0, 255, (6, 8, 8), dtype=np.uint8)):
-        files.append(run_copy.parent / f"{fmt}_{i}.png")
-        Image.fromarray(image).resize((32, 32)).save(files[-1])
-    keras = json.loads(run_cli("predict", str(run_copy), *map(str, files), "--json").stdout)
+    files, keras = pictures
     other = json.loads(run_cli("predict", str(run_copy), *map(str, files), "--json",
                                "--engine", fmt).stdout)  # fmt: skip
-    assert [a["top"][0]["class"] for a in keras] == [a["top"][0]["class"] for a in other]
+    assert keras == [a["top"][0]["class"] for a in other]
 
     # An existing export is not replaced unless asked.
     before = target.stat().st_mtime_ns

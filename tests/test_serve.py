@@ -35,7 +35,7 @@ def server(digits_run: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     process = subprocess.Popen(
         [sys.executable, "-m", "cnnkit", "serve", str(digits_run), "--port", str(port),
-         "--max-mb", "0.2", "--max-pixels", "1000000", "--max-images", "4"],
+         "--max-mb", "0.2", "--max-pixels", "1000000", "--max-images", "4", "--max-batch", "8"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.time() + 90
