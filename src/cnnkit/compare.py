@@ -68,13 +68,9 @@ def summarize(path: str | Path, label: str | None = None) -> RunSummary:
     """What a run folder says about itself; a RunError if it is not a run."""
     from cnnkit.config import flatten
     from cnnkit.report import read_history
-    from cnnkit.runs import CONFIG_FILE, RUN_FILE, Run
+    from cnnkit.runs import open_run_folder
 
-    run = Run(Path(path))
-    if not run.path.is_dir():
-        raise RunError(f"{run.path} is not a folder; pass run folders that `cnnkit train` printed")
-    if not run.file(RUN_FILE).is_file() or not run.file(CONFIG_FILE).is_file():
-        raise RunError(f"{run.path} is not a cnnkit run (no {RUN_FILE} or {CONFIG_FILE})")
+    run = open_run_folder(path)
     test = None
     if run.file("metrics.json").is_file():
         try:

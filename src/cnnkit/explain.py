@@ -84,7 +84,7 @@ def class_activation_maps(
     maps = np.maximum(np.einsum("nhwc,nc->nhw", features, weights), 0.0)
     peak = maps.max(axis=(1, 2), keepdims=True)
     maps = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
-    return _resize(maps, images.shape[1:3]), layer.name
+    return resize_maps(maps, images.shape[1:3]), layer.name
 
 
 def _through_nested(model: Any, nested: Any, layer: Any, x: Any) -> tuple[Any, Any]:
@@ -112,7 +112,22 @@ def _through_nested(model: Any, nested: Any, layer: Any, x: Any) -> tuple[Any, A
     return features, h
 
 
-def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def overlay(image: np.ndarray, heatmap: np.ndarray | None, alpha: float = 0.45) -> np.ndarray:
+    """A uint8 image ``(H, W, 1 or 3)`` with a heatmap ``(H, W)`` in [0, 1] blended over it in
+    jet colours: float RGB in [0, 1] (the report's pictures and the service's answers). Without
+    a heatmap, the image alone."""
+    from matplotlib import colormaps
+
+    rgb = image.astype(np.float32) / 255.0
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    if heatmap is None:
+        return rgb[..., :3]
+    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3]
+    return (1 - alpha) * rgb[..., :3] + alpha * colours
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear enlargement of each map to the image size (PIL, float images)."""
     from PIL import Image
 

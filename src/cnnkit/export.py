@@ -159,7 +159,8 @@ def _parity_images(run: Run, model: Any, count: int) -> tuple[np.ndarray, str, l
 
     shape = tuple(int(d) for d in model.input_shape[1:])
     try:
-        test = load_dataset(run.config().data, run.config().seed).test
+        config = run.config()
+        test = load_dataset(config.data, config.seed).test
         take = np.arange(min(count, len(test)))
         return np.asarray(test.x[take]).astype(np.float32), "test split", []
     except CnnkitError as exc:

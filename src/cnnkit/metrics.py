@@ -120,9 +120,16 @@ def evaluate_model(
     model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
 ) -> EvalResult:
     """One (test-time augmented) prediction of ``split``; every number comes from it."""
+    return predict_and_score(model, split, class_names, batch_size, tta)[0]
+
+
+def predict_and_score(
+    model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
+) -> tuple[EvalResult, np.ndarray]:
+    """:func:`evaluate_model`, and the probabilities the numbers came from."""
     start = time.perf_counter()
     probabilities = predict_probabilities(model, split.x, batch_size, tta)
-    return score(probabilities, split, class_names, time.perf_counter() - start)
+    return score(probabilities, split, class_names, time.perf_counter() - start), probabilities
 
 
 def classification_report(result: EvalResult) -> str:

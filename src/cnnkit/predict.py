@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from cnnkit.data.images import load_image
 from cnnkit.errors import ImageError
 from cnnkit.metrics import predict_probabilities
@@ -101,7 +102,8 @@ class Predictor:
         return Prediction(source, [(self.class_names[i], float(probabilities[i])) for i in order])
 
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# The suffixes a training folder is read by, and TIFF (which PIL reads too).
+IMAGE_SUFFIXES = FOLDER_SUFFIXES | {".tif", ".tiff"}
 
 
 def expand_paths(arguments: Iterable[str]) -> tuple[list[Path], list[ImageError]]:

@@ -237,20 +237,12 @@ class Tile:
 def _pixels(tile: Tile, scale: int) -> np.ndarray:
     """The tile as float RGB in [0, 1], enlarged ``scale`` times (nearest: pixels stay visible),
     with its heatmap blended over it (jet colours, 45 %)."""
-    image = tile.image.astype(np.float32) / 255.0
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    image = np.repeat(np.repeat(image[..., :3], scale, axis=0), scale, axis=1)
-    if tile.heatmap is not None:
-        from matplotlib import colormaps
-        from PIL import Image
+    from cnnkit.explain import overlay, resize_maps
 
-        height, width = image.shape[:2]
-        heat = Image.fromarray(tile.heatmap.astype(np.float32), mode="F")
-        heat = np.asarray(heat.resize((width, height), Image.Resampling.BILINEAR))
-        colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-        image = 0.55 * image + 0.45 * colours
-    return image
+    image = np.repeat(np.repeat(tile.image, scale, axis=0), scale, axis=1)
+    if tile.heatmap is None:
+        return overlay(image, None)
+    return overlay(image, resize_maps(tile.heatmap[np.newaxis], image.shape[:2])[0])
 
 
 def plot_grid(
@@ -399,14 +391,12 @@ def _galleries(
     confidence = probabilities.max(axis=1)
 
     def tiles(indices: np.ndarray, wrong_in_red: bool = True) -> list[Tile]:
-        pixels = np.asarray(images[np.sort(indices)])  # read in order; ImageArrays read once
-        by_index = dict(zip(np.sort(indices).tolist(), pixels, strict=True))
         out = []
-        for i in indices.tolist():
+        for i, pixels in zip(indices.tolist(), _read(images, indices), strict=True):
             right = predicted[i] == labels[i]
             title = f"true: {names[labels[i]]}\npred: {names[predicted[i]]} {confidence[i]:.0%}"
             color = "tab:green" if right else ("tab:red" if wrong_in_red else "black")
-            out.append(Tile(by_index[i], title, color))
+            out.append(Tile(pixels, title, color))
         return out
 
     figures: dict[str, Path] = {}
@@ -453,9 +443,7 @@ def _gradcam(
     right = sample[predicted[sample] == labels[sample]][:CAM_IMAGES]
     wrong = analysis.most_confident_wrong(probabilities, labels, CAM_IMAGES)
     chosen = np.concatenate([right, wrong]).astype(np.int64)
-    order = np.argsort(chosen, kind="stable")
-    pixels = np.empty((len(chosen), *images.shape[1:]), dtype=np.uint8)
-    pixels[order] = np.asarray(images[chosen[order]])
+    pixels = _read(images, chosen)
     maps, layer = class_activation_maps(model, pixels, predicted[chosen])
     numbers["gradcam"] = {"layer": layer, "images": chosen.tolist(),
                           "classes": [names[c] for c in predicted[chosen]]}  # fmt: skip
@@ -483,6 +471,15 @@ def _leaning(overconfidence: float) -> str:
         f"The model is under-confident: its accuracy is {points:.1f} points above its mean "
         f"confidence (label smoothing, for one, trains a model to be so)."
     )
+
+
+def _read(images: Any, indices: np.ndarray) -> np.ndarray:
+    """``images[indices]`` in the order given, read in ascending order (images on disk are then
+    read front to back, each once)."""
+    order = np.argsort(indices, kind="stable")
+    pixels = np.empty((len(indices), *images.shape[1:]), dtype=np.uint8)
+    pixels[order] = np.asarray(images[indices[order]])
+    return pixels
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -159,6 +159,18 @@ def require_free_space(folder: Path, needed: int) -> None:
         )
 
 
+def open_run_folder(path: str | Path | Run) -> Run:
+    """An existing run folder, finished or not (run.json and config.yaml), or a RunError."""
+    run = path if isinstance(path, Run) else Run(Path(path))
+    if not run.path.is_dir():
+        raise RunError(
+            f"{run.path} is not a folder; pass the run folder that `cnnkit train` printed"
+        )
+    if not run.file(RUN_FILE).is_file() or not run.file(CONFIG_FILE).is_file():
+        raise RunError(f"{run.path} is not a cnnkit run (no {RUN_FILE} or {CONFIG_FILE})")
+    return run
+
+
 def open_run(path: str | Path | Run) -> Run:
     """An existing run folder with a model, or a RunError that says what is wrong."""
     if isinstance(path, Run):

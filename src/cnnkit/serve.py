@@ -315,18 +315,15 @@ def _heatmaps(
         return [None] * len(images)
     from PIL import Image
 
-    from cnnkit.explain import ExplainError, class_activation_maps
+    from cnnkit.explain import ExplainError, class_activation_maps, overlay
 
     try:
         maps, _ = class_activation_maps(predictor.model, images, probabilities.argmax(axis=1))
     except ExplainError:
         return [None] * len(images)
-    from matplotlib import colormaps
-
     out: list[str | None] = []
     for image, heat in zip(images, maps, strict=True):
-        rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-        blend = 0.55 * rgb / 255.0 + 0.45 * colormaps["jet"](heat)[..., :3]
+        blend = overlay(image, heat)
         picture = Image.fromarray((blend * 255).astype(np.uint8)).resize(
             (192, 192), Image.Resampling.NEAREST
         )

@@ -8,12 +8,12 @@ config, so that its final model, metrics and plots are those of an uninterrupted
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import shutil
 import statistics
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,12 @@ from cnnkit.errors import ConfigError, RunError, TrainingInterrupted
 from cnnkit.metrics import EvalResult
 from cnnkit.runs import (
     CONFIG_FILE,
-    RUN_FILE,
     Run,
     create_run,
     lock_run,
     now,
     open_run,
+    open_run_folder,
     require_free_space,
     write_json,
     write_text,
@@ -195,7 +195,7 @@ def resume(
     from cnnkit.config import parse_override
     from cnnkit.data import load_dataset
 
-    run = _open_for_resume(run)
+    run = open_run_folder(run)
     meta = run.meta()
     config = run.config()
     changes = dict(parse_override(item) for item in overrides)
@@ -243,17 +243,6 @@ def resume(
         run.update_meta(status="running", error=None, resumes=resumes)
         _say(f"resuming {run.path} {start}")
         _run(new_config, data, run, meta["precision"], verbose, True, callbacks)
-    return run
-
-
-def _open_for_resume(path: Run | str | Path) -> Run:
-    run = path if isinstance(path, Run) else Run(Path(path))
-    if not run.path.is_dir():
-        raise RunError(
-            f"{run.path} is not a folder; pass the run folder that `cnnkit train` printed"
-        )
-    if not run.file(RUN_FILE).is_file() or not run.file(CONFIG_FILE).is_file():
-        raise RunError(f"{run.path} is not a cnnkit run (no {RUN_FILE} or {CONFIG_FILE})")
     return run
 
 
@@ -324,7 +313,7 @@ def _fit_and_evaluate(
 ) -> EvalResult:
     from cnnkit import report, trainer
     from cnnkit.checkpoint import remove_stale
-    from cnnkit.metrics import classification_report, predict_probabilities, score
+    from cnnkit.metrics import classification_report, predict_and_score
     from cnnkit.models import create_model
     from cnnkit.runs import load_model
 
@@ -357,11 +346,9 @@ def _fit_and_evaluate(
     tmp.replace(run.model_path)
 
     model = load_model(run.model_path)  # evaluate what was saved, not what is in memory
-    start = time.perf_counter()
-    probabilities = predict_probabilities(
-        model, data.test.x, config.train.eval_batch_size, config.train.tta
+    result, probabilities = predict_and_score(
+        model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
     )
-    result = score(probabilities, data.test, list(data.class_names), time.perf_counter() - start)
     report.save_predictions(run.file(report.PREDICTIONS_FILE), probabilities, data.test.y)
     write_json(run.file("metrics.json"), {"test": result.scores(), "kept": keep})
     write_text(run.file("classification_report.txt"), classification_report(result))
@@ -446,8 +433,6 @@ def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Any:
     metrics_file = run.file("metrics.json")
     if not metrics_file.is_file():
         raise RunError(f"run {run.path} has no metrics.json; it did not finish evaluating")
-    import json
-
     result = EvalResult.from_dict(json.loads(metrics_file.read_text(encoding="utf-8"))["test"])
     config = _with_data_overrides(run.config(), overrides, "report")
     notes: list[str] = []
