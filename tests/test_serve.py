@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from browser import ARTIFACTS, FLAGS, chromium
-from conftest import REPO
+from conftest import REPO, run_cli
 
 
 def _free_port() -> int:
@@ -137,7 +137,9 @@ def test_service_answers_and_describes_itself(server: tuple[int, object], digits
 
 
 @pytest.mark.slow
-def test_each_bad_request_is_a_4xx_json_error(server: tuple[int, object], digits: tuple) -> None:
+def test_each_bad_request_is_a_4xx_json_error(
+    server: tuple[int, object], digits: tuple, digits_run: Path
+) -> None:
     port, process = server
     good = _png(digits[0][0])
     huge = Image.new("RGB", (1200, 1200))  # 1.44 M pixels against the 1 M allowed; small as PNG
@@ -164,6 +166,9 @@ def test_each_bad_request_is_a_4xx_json_error(server: tuple[int, object], digits
         status, answer = _request(port, "POST", path, good, {"Content-Type": "image/png"})
         assert status == expected and "top_k" in answer["error"], answer
     assert _request(port, "GET", "/predict")[0] == 405
+    taken = run_cli("serve", str(digits_run), "--port", str(port))  # the port this server holds
+    assert taken.returncode == 2 and "--port" in taken.stderr
+    assert len(taken.stderr.strip().splitlines()) == 1 and "serving" not in taken.stdout
     assert _request(port, "GET", "/nowhere")[0] == 404
     assert process.poll() is None  # still serving
     assert _request(port, "POST", "/predict", good, {"Content-Type": "image/png"})[0] == 200
