@@ -62,6 +62,38 @@ def test_schedule_warms_up_then_decays_linearly() -> None:
     schedule = WarmupLinearDecay(peak=2.0, total_steps=100, warmup=0.2, start=0.2)
     values = [float(schedule(s)) for s in (0, 10, 20, 60, 100, 120)]
     np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 1.0, 0.0, 0.0], atol=1e-6)
+    # airbench's triangle: 0.2 -> 1 at 23 % of the steps -> 0.07 at the end.
+    schedule = WarmupLinearDecay(peak=1.0, total_steps=100, warmup=0.23, start=0.2, end=0.07)
+    values = [float(schedule(s)) for s in (0, 23, 50, 100, 130)]
+    np.testing.assert_allclose(values, [0.2, 1.0, 1 - 0.93 * 27 / 77, 0.07, 0.07], atol=1e-6)
+
+
+def test_fast_cnn_starts_as_the_recipe_starts() -> None:
+    """PyTorch's initialisation scale, identity filters, BatchNorm keeping 0.6 of its average."""
+    from cnnkit.models.fast_cnn import fast_cnn
+
+    keras.utils.set_random_seed(0)
+    model = fast_cnn((32, 32, 3), 10)
+    kernel = np.asarray(model.get_layer("block2_conv1").kernel)  # (3, 3, 64, 256)
+    centre = kernel[1, 1, :, :64]
+    np.testing.assert_array_equal(centre, np.eye(64))
+    np.testing.assert_array_equal(kernel[0, :, :, :64], 0.0)
+    drawn = kernel[..., 64:]
+    bound = 1 / np.sqrt(9 * 64)
+    assert np.abs(drawn).max() <= bound and np.abs(drawn).max() > 0.95 * bound
+    # A 3x3 "same" convolution whose filters are all identities passes its input through.
+    square = model.get_layer("block1_conv2")
+    x = np.random.default_rng(0).normal(size=(2, 15, 15, 64)).astype("float32")
+    np.testing.assert_allclose(np.asarray(square(x)), x, atol=0.05)  # bf16 or fp32 policy
+    assert np.abs(np.asarray(model.get_layer("head").kernel)).max() <= 1 / np.sqrt(256)
+    norm = model.get_layer("block3_norm2")
+    assert norm.momentum == pytest.approx(0.6) and not norm.scale
+    mean = np.asarray(norm.moving_mean).copy()
+    batch = np.random.default_rng(1).normal(5.0, 1.0, size=(64, 3, 3, 256)).astype("float32")
+    norm(batch, training=True)
+    np.testing.assert_allclose(
+        np.asarray(norm.moving_mean), 0.6 * mean + 0.4 * batch.mean(axis=(0, 1, 2)), rtol=1e-3
+    )
 
 
 def _torch_style_reference(w0, grads, lr, mult, decay, peak, momentum, lookahead, total):  # type: ignore[no-untyped-def]
@@ -135,30 +167,42 @@ def test_epoch_augmenter_translates_and_alternates_flips() -> None:
     assert not EpochAugmenter(images, AugmentConfig(), seed=0).active  # the tutorial's is in-graph
 
 
-def test_tta_levels() -> None:
+def test_tta_levels_average_the_logits() -> None:
     from cnnkit.metrics import predict_probabilities
 
-    model = keras.Sequential(
-        [
-            keras.Input((6, 6, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
+    dense = keras.layers.Dense(3)  # on pixels / 255: logits of a few units, a soft softmax
+    scaled = [keras.Input((6, 6, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten()]
+    model = keras.Sequential([*scaled, dense, keras.layers.Softmax()])
+    logits_of = keras.Sequential([*scaled, dense])
     x = np.random.default_rng(0).integers(0, 256, size=(4, 6, 6, 1)).astype("uint8")
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        return np.asarray(logits_of.predict(images, verbose=0), dtype=np.float64)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     plain = model.predict(x, verbose=0)
     np.testing.assert_allclose(predict_probabilities(model, x, 2, tta=0), plain, rtol=1e-6)
-    mirror = 0.5 * (plain + model.predict(x[:, :, ::-1], verbose=0))
-    np.testing.assert_allclose(predict_probabilities(model, x, 2, tta=1), mirror, rtol=1e-5)
+    mirror = 0.5 * (logits(x) + logits(x[:, :, ::-1]))
+    level1 = predict_probabilities(model, x, 2, tta=1)
+    np.testing.assert_allclose(level1, softmax(mirror), rtol=1e-4, atol=1e-6)
+    # Not the average of the probabilities (which was the rule before).
+    averaged = 0.5 * (plain + model.predict(x[:, :, ::-1], verbose=0))
+    assert not np.allclose(level1, averaged, rtol=1e-3)
     symmetric = np.concatenate([x[:, :, :3], x[:, :, :3][:, :, ::-1]], axis=2)  # its own mirror
     np.testing.assert_allclose(
         predict_probabilities(model, symmetric, 2, tta=1),
         model.predict(symmetric, verbose=0),
-        rtol=1e-5,
+        rtol=1e-4,
     )
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    up_left, down_right = padded[:, 0:6, 0:6], padded[:, 2:8, 2:8]
+    shifts = 0.5 * (logits(up_left) + logits(up_left[:, :, ::-1]))
+    shifts += 0.5 * (logits(down_right) + logits(down_right[:, :, ::-1]))
     level2 = predict_probabilities(model, x, 2, tta=2)
-    np.testing.assert_allclose(level2.sum(axis=1), 1.0, rtol=1e-5)
-    assert not np.allclose(level2, mirror)
+    np.testing.assert_allclose(level2, softmax(0.5 * mirror + 0.25 * shifts), rtol=1e-4, atol=1e-6)
 
 
 def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,9 +119,11 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0  # not for adam
     momentum: float = 0.9  # sgd and nesterov
-    # constant, or linear: warm up from 20 % over the first `warmup` share of steps, then down to 0.
+    # constant, or linear: warm up from 20 % over the first `warmup` share of steps, then down to
+    # `lr_end` times the peak rate at the last step.
     schedule: str = field(default="constant", metadata=_choice("constant", "linear"))
     warmup: float = 0.0
+    lr_end: float = 0.0
     label_smoothing: float = 0.0
     bias_lr_scale: float = 1.0  # nesterov: learning-rate multiplier of BatchNorm biases
     lookahead: int = 0  # nesterov: pull the weights towards a slow copy every this many steps
@@ -162,6 +164,8 @@ class TrainConfig:
         _require(self.batch_size >= 1, "train.batch_size", "be 1 or more", self.batch_size)
         _require(self.learning_rate > 0, "train.learning_rate", "be positive", self.learning_rate)
         _require(self.weight_decay >= 0, "train.weight_decay", "be 0 or more", self.weight_decay)
+        _require(0.0 <= self.warmup < 1.0, "train.warmup", "be in [0, 1)", self.warmup)
+        _require(0.0 <= self.lr_end <= 1.0, "train.lr_end", "be in [0, 1]", self.lr_end)
         _require(
             self.early_stopping >= 0, "train.early_stopping", "be 0 or more", self.early_stopping
         )
@@ -242,7 +246,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.weight_decay": 0.0153,  # per 1024 examples
         "train.momentum": 0.85,
         "train.schedule": "linear",
-        "train.warmup": 0.2,
+        "train.warmup": 0.23,
+        "train.lr_end": 0.07,
         "train.label_smoothing": 0.2,
         "train.bias_lr_scale": 64.0,
         "train.lookahead": 5,

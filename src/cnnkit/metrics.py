@@ -57,6 +57,9 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int =
 
     tta 1: the image and its mirror. tta 2: that, averaged half-and-half with the same for the
     image shifted one pixel up-left and down-right (reflect-padded): six passes in all.
+    The views' log-probabilities are averaged, not their probabilities: that is averaging the
+    logits (each view's log-probabilities are its logits less a constant), as airbench does,
+    and the result is the softmax of the averaged logits.
     Images on disk (an ImageArray) are read and predicted a block at a time.
     """
     if not isinstance(x, np.ndarray):
@@ -70,17 +73,25 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int =
     def run(images: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
 
-    def mirrored(images: np.ndarray) -> np.ndarray:
-        return 0.5 * (run(images) + run(images[:, :, ::-1]))
-
     if tta <= 0:
         return run(x)
+
+    def log_run(images: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(run(images), 1e-45, 1.0))
+
+    def mirrored(images: np.ndarray) -> np.ndarray:
+        return 0.5 * (log_run(images) + log_run(images[:, :, ::-1]))
+
     if tta == 1:
-        return mirrored(x)
-    h, w = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    shifted = [padded[:, 0:h, 0:w], padded[:, 2 : h + 2, 2 : w + 2]]
-    return 0.5 * mirrored(x) + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
+        mean = mirrored(x)
+    else:
+        h, w = x.shape[1:3]
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        shifted = [padded[:, 0:h, 0:w], padded[:, 2 : h + 2, 2 : w + 2]]
+        mean = 0.5 * mirrored(x) + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
+    mean -= mean.max(axis=1, keepdims=True)
+    probabilities = np.exp(mean)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def score(

@@ -31,21 +31,28 @@ ops = keras.ops
 @keras.saving.register_keras_serializable(package="cnnkit")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]
     """From ``start * peak`` up to ``peak`` over the first ``warmup`` share of the steps, then
-    linearly down to zero at ``total_steps``."""
+    linearly down to ``end * peak`` at ``total_steps`` (and there after)."""
 
     def __init__(
-        self, peak: float, total_steps: int, warmup: float = 0.2, start: float = 0.2
+        self,
+        peak: float,
+        total_steps: int,
+        warmup: float = 0.2,
+        start: float = 0.2,
+        end: float = 0.0,
     ) -> None:
         self.peak = float(peak)
         self.total_steps = int(total_steps)
         self.warmup = float(warmup)
         self.start = float(start)
+        self.end = float(end)
 
     def __call__(self, step: Any) -> Any:
         step = ops.cast(step, "float32")
         top = max(self.warmup * self.total_steps, 1.0)
         rising = self.start + (1.0 - self.start) * step / top
-        falling = (self.total_steps - step) / max(self.total_steps - top, 1.0)
+        left = ops.clip((self.total_steps - step) / max(self.total_steps - top, 1.0), 0.0, 1.0)
+        falling = self.end + (1.0 - self.end) * left
         return self.peak * ops.clip(ops.where(step < top, rising, falling), 0.0, 1.0)
 
     def get_config(self) -> dict[str, Any]:
@@ -54,6 +61,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):  # typ
             "total_steps": self.total_steps,
             "warmup": self.warmup,
             "start": self.start,
+            "end": self.end,
         }
 
 
@@ -170,7 +178,7 @@ def create_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
         decay = cfg.weight_decay * cfg.batch_size / kilostep
     rate: Any = peak
     if cfg.schedule == "linear":
-        rate = WarmupLinearDecay(peak, total, warmup=cfg.warmup)
+        rate = WarmupLinearDecay(peak, total, warmup=cfg.warmup, end=cfg.lr_end)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(rate)
     if cfg.optimizer == "adamw":
