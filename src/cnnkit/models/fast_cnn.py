@@ -164,7 +164,10 @@ def fast_cnn(
         x = _group(x, width, batchnorm_momentum, f"block{i}")
     # Pool whatever is left (3x3 for 32x32 inputs) to one value per channel.
     x = layers.GlobalMaxPooling2D(name="pool")(x)
-    x = layers.Dense(num_classes, use_bias=False, kernel_initializer=torch_uniform(), name="head")(x)
+    head = layers.Dense(
+        num_classes, use_bias=False, kernel_initializer=torch_uniform(), name="head"
+    )
+    x = head(x)
     x = layers.Rescaling(logit_scale, name="temperature")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="fast_cnn")
