@@ -241,6 +241,34 @@ def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
     assert np.bincount(sample.train.y).min() >= np.bincount(sample.train.y).max() - 1  # stratified
 
 
+def test_short_budget_trains_smaller_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below one epoch, batches shrink (not under 256) until the schedule has ~150 steps."""
+    from cnnkit import trainer, workflow
+    from cnnkit.data import load_dataset
+
+    batches = []
+
+    def speed(build, train, num_classes, cfg, augment):  # type: ignore[no-untyped-def]
+        batches.append(cfg.batch_size)
+        return 200.0
+
+    monkeypatch.setattr(trainer, "measure_speed", speed)
+    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=300"])
+    data = load_dataset(config.data, config.seed)  # 800 images: 300 s is many epochs
+    resolved, record = workflow._fit_budget(config, data, "float32")
+    assert batches == [256]  # measured at 256 at most, then the preset's own batch trains
+    assert resolved.train.batch_size == 1024 and resolved.train.epochs > 1
+    monkeypatch.setattr(workflow, "_SHORT_STEPS", 4)  # scale the rule to the small data set
+    resolved, record = workflow._fit_budget(
+        config.replace(**{"train.budget": 4.0}), data, "float32"
+    )
+    # (4 s - calibration) * 200 images/s * 0.95 < 760 images: fewer than 4 steps of 1024 or 512.
+    assert resolved.train.epochs == 1 and resolved.train.batch_size == 256
+    assert record["batch_size"] == 256 and resolved.data.train_subset == record["train_images"]
+    few = config.replace(**{"train.budget": 4.0, "train.batch_size": 128})
+    assert workflow._fit_budget(few, data, "float32")[0].train.batch_size == 128  # never larger
+
+
 def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
     default, fast, seed = load_config(), load_config("fast"), load_config("seed")
     assert default == fast and fast.model.name == "fast_cnn" and fast.train.tta == 2

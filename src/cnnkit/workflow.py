@@ -126,12 +126,22 @@ def _write_skipped(run: Run, skipped: tuple[tuple[str, str], ...]) -> None:
     )
 
 
+# A budget that fits less than one epoch trains smaller batches, down to _SHORT_BATCH, so that
+# its one short schedule still takes about _SHORT_STEPS optimizer steps: at the fast preset's
+# batch of 1024, two minutes here are ~40 steps. Its rates are per example and carry over.
+_SHORT_STEPS = 150
+_SHORT_BATCH = 256
+
+
 def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, float]]:
     """Set train.epochs so that training fits in train.budget seconds, at a measured speed.
 
     The whole schedule (warm-up, decay, lookahead) then spans those epochs: a short budget gets
-    a complete short schedule rather than the start of a long one.
+    a complete short schedule rather than the start of a long one. The speed is measured at a
+    batch of at most 256 (quick; on a CPU the speed hardly depends on the batch, on a GPU a
+    larger batch is faster, so the estimate errs on the side of fitting).
     """
+    import dataclasses
     import time
 
     from cnnkit import env, trainer
@@ -147,7 +157,8 @@ def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[st
             **config.model.params,
         )  # fmt: skip
 
-    speed = trainer.measure_speed(build, data.train, data.num_classes, config.train, config.augment)
+    probe = dataclasses.replace(config.train, batch_size=min(config.train.batch_size, _SHORT_BATCH))
+    speed = trainer.measure_speed(build, data.train, data.num_classes, probe, config.augment)
     spent = time.perf_counter() - start
     # 5 % for what an epoch costs beyond its steps (validation, checkpoints, augmentation).
     images = (config.train.budget - spent) * speed * 0.95
@@ -163,20 +174,30 @@ def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[st
     # Less than one epoch fits: one epoch on a stratified sample of the size that does (the
     # whole schedule still runs, over fewer steps). The sample is drawn before the validation
     # split, like data.train_subset, which records it for resume and for the run's config.
+    batch = config.train.batch_size
+    while batch > _SHORT_BATCH and images / batch < _SHORT_STEPS:
+        batch //= 2
     keep = 1.0 - config.data.val_split
     subset = int(images / keep)
-    if subset < max(2 * config.train.batch_size, 10 * data.num_classes):
+    if subset < max(2 * batch, 10 * data.num_classes):
         raise ConfigError(
             f"train.budget={config.train.budget:g} s is too short: {speed:.0f} training images/s "
             f"here, after {spent:.0f} s measuring it; give at least "
-            f"{spent + 2 * config.train.batch_size / speed / 0.95 + 1:.0f} s"
+            f"{spent + 2 * batch / speed / 0.95 + 1:.0f} s"
         )
+    smaller = (
+        f", batches of {batch} (was {config.train.batch_size})"
+        if batch != config.train.batch_size
+        else ""
+    )
     _say(
         f"budget {config.train.budget:g} s: {speed:.0f} images/s measured, so 1 epoch on "
-        f"{int(subset * keep)} of the {len(data.train)} training images"
+        f"{int(subset * keep)} of the {len(data.train)} training images{smaller}"
     )
     record["train_images"] = int(subset * keep)
-    return config.replace(**{"train.epochs": 1, "data.train_subset": subset}), record
+    record["batch_size"] = batch
+    changes = {"train.epochs": 1, "data.train_subset": subset, "train.batch_size": batch}
+    return config.replace(**changes), record
 
 
 def resume(
