@@ -274,3 +274,14 @@ def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
     assert default == fast and fast.model.name == "fast_cnn" and fast.train.tta == 2
     assert seed.model.name == "seed_cnn" and seed.train.optimizer == "adam"
     assert seed.train.learning_rate == 1e-4 and seed.augment.translate == 0
+
+
+def test_few_steps_warning_suggests_a_smaller_batch() -> None:
+    from cnnkit.workflow import few_steps_warning
+
+    assert few_steps_warning(50_000, 1024, 10) is None  # 490 steps
+    # Two epochs of CIFAR-10 at 1024 (98 steps): half the batch, never a larger one.
+    assert "train.batch_size=512)" in (few_steps_warning(50_000, 1024, 2) or "")
+    # A small folder: 2,000 images, 10 epochs at 1024 make 20 steps; 128 makes 160.
+    assert "train.batch_size=128)" in (few_steps_warning(2_000, 1024, 10) or "")
+    assert "batch_size" not in (few_steps_warning(100, 16, 1) or "x")  # only more epochs

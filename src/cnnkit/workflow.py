@@ -133,6 +133,26 @@ _SHORT_STEPS = 150
 _SHORT_BATCH = 256
 
 
+def few_steps_warning(images: int, batch: int, epochs: int) -> str | None:
+    """A warning when training makes fewer than 100 optimizer steps, suggesting a batch that
+    makes about 100 (a power of two, at least 16, smaller than ``batch``) or more epochs.
+
+    The fast recipe's batch of 1024 suits 50,000 images; a small folder gets few updates.
+    """
+    steps = -(-images // batch) * epochs
+    if steps >= 100:
+        return None
+    fits = min(images * epochs // 100, batch // 2)
+    smaller = max(16, 2 ** int(math.log2(max(1, fits))))
+    advice = f"a smaller batch (train.batch_size={smaller}) or more epochs"
+    if smaller >= batch:
+        advice = "more epochs"
+    return (
+        f"warning: {images} training images at batch {batch} make only {steps} optimizer steps "
+        f"in all; {advice} will likely learn more"
+    )
+
+
 def _fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, float]]:
     """Set train.epochs so that training fits in train.budget seconds, at a measured speed.
 
@@ -297,15 +317,8 @@ def _run(
     _say(
         f"model {config.model.name}, precision {policy}, backend {env.backend_name()}, run {run.path}"
     )
-    steps = -(-len(data.train) // config.train.batch_size)
-    if steps * config.train.epochs < 100:
-        # The fast recipe's batch of 1024 suits 50,000 images; a small folder gets few updates.
-        smaller = max(16, 2 ** int(math.log2(max(1, len(data.train) // 16))))
-        _say(
-            f"warning: {len(data.train)} training images at batch {config.train.batch_size} "
-            f"make only {steps * config.train.epochs} optimizer steps in all; a smaller batch "
-            f"(train.batch_size={smaller}) or more epochs will likely learn more"
-        )
+    if warning := few_steps_warning(len(data.train), config.train.batch_size, config.train.epochs):
+        _say(warning)
     try:
         result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks)
     except TrainingInterrupted:
