@@ -45,14 +45,13 @@ def main() -> int:
     args = parser.parse_args()
 
     from cnnkit.env import import_keras
+    from throughput import matmul_peak  # this folder's script: the same peak, measured alike
 
-    import_keras()  # quiets TensorFlow's start-up lines, as cnnkit does
+    keras = import_keras()  # quiets TensorFlow's start-up lines, as cnnkit does
     import tensorflow as tf
 
     bf16, n = tf.bfloat16, args.batch
-    square = tf.cast(tf.random.normal((4096, 4096)), bf16)
-    matmul_ms = median_ms(tf.function(lambda a: tf.matmul(a, a)), square, repeats=args.repeats)
-    peak = 2 * 4096**3 / matmul_ms / 1e9
+    peak = matmul_peak(keras, repeats=args.repeats) / 1e12
     print(f"bf16 4096x4096 matmul: {peak:.2f} TFLOP/s")
     print(
         f"{'layer':<18} {'GFLOP':>6} {'forward':>15} {'backward input':>15} {'backward weights':>17}"
