@@ -1,12 +1,12 @@
 # The two set-up commands of README.md. Each one installs what it needs into .venv first.
 #   make train   train the tutorial's CNN on CIFAR-10 (the `seed` preset) into runs/
-#   make test    the test suite (what CI runs)
+#   make test    the test suite (what CI runs); make test-quick: the edit loop's tier
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= seed
 
-.PHONY: install browser train test lint bench
+.PHONY: install browser train test test-quick docs lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ browser:
 
 test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest
+
+# The edit loop: every test that trains nothing (pytest -m "not slow"), in about a minute.
+test-quick: $(BIN)/.installed browser
+	$(BIN)/python -m pytest -m "not slow"
+
+# The API reference, from the docstrings: build/docs/index.html.
+docs: $(BIN)/.installed
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs/reference build/docs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -12,7 +12,6 @@ Needs CIFAR-10 where cnnkit finds it (CNNKIT_DATA_DIR, data.path or the cache).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -49,17 +48,15 @@ def main() -> int:
             runs[deterministic].append(root / name)
             print(f"{name}: done", flush=True)
 
-    from cnnkit.runs import load_model
+    from cnnkit.runs import METRICS_FILE, Run
 
     speeds = {}
     print(f"\n{'setting':<22} {'median train img/s':>18}  {'runs':<26} identical results")
     for deterministic, folders in runs.items():
-        per_run = [
-            json.loads((f / "run.json").read_text())["train_images_per_second"] for f in folders
-        ]
+        per_run = [Run(f).meta()["train_images_per_second"] for f in folders]
         speeds[deterministic] = statistics.median(per_run)
-        metrics = {(f / "metrics.json").read_bytes() for f in folders}
-        weights = [load_model(f / "model.keras").get_weights() for f in folders]
+        metrics = {Run(f).file(METRICS_FILE).read_bytes() for f in folders}
+        weights = [Run(f).load_model().get_weights() for f in folders]
         same_weights = all(
             all(np.array_equal(a, b) for a, b in zip(weights[0], w, strict=True))
             for w in weights[1:]

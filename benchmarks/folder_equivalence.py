@@ -85,7 +85,9 @@ def train(args: list[str], runs: Path) -> dict[str, Any]:
     if done.returncode != 0:
         raise SystemExit(f"cnnkit train {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     run = Path(done.stdout.strip().splitlines()[-1])
-    meta = json.loads((run / "run.json").read_text())
+    from cnnkit.runs import Run
+
+    meta = Run(run).meta()
     return {
         "run": str(run),
         "accuracy": meta["test_accuracy"],

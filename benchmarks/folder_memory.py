@@ -40,6 +40,7 @@ def main() -> int:
 
     from cnnkit.config import DataConfig
     from cnnkit.data import load_dataset
+    from cnnkit.runs import Run
 
     work = Path(tempfile.mkdtemp(prefix="cnnkit-folder-mem-"))
     data = load_dataset(DataConfig(train_subset=args.images, val_split=0), 0)
@@ -71,7 +72,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
-        meta = json.loads((Path(done.stdout.strip().splitlines()[-1]) / "run.json").read_text())
+        meta = Run(Path(done.stdout.strip().splitlines()[-1])).meta()
         rows.append({
             "mode": mode, "peak_rss_mb": meta["peak_rss_mb"],
             "train_images_per_second": meta["train_images_per_second"],

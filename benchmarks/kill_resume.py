@@ -15,7 +15,6 @@ Data: the generated 32x32x3 'synthetic' set (no files needed), 640 training imag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -36,19 +35,20 @@ def cnnkit(*args: str) -> list[str]:
 
 
 def weights(run: Path) -> list[np.ndarray]:
-    from cnnkit.runs import load_model
+    from cnnkit.runs import Run
 
-    return load_model(run / "model.keras").get_weights()
+    return Run(run).load_model().get_weights()
 
 
 def state_position(run: Path) -> str | None:
-    state = run / "checkpoints" / "state.npz"
+    from cnnkit.checkpoint import TrainState, saved_position
+    from cnnkit.runs import Run
+
+    state = Run(run).state_path
     if not state.is_file():
         return None
-    with np.load(state, allow_pickle=False) as npz:
-        record = json.loads(bytes(npz["record"]).decode())["state"]
-    epoch, step = record["epoch"], record["step"]
-    return f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+    epoch, step = saved_position(state)
+    return TrainState(epoch=epoch, step=step).position
 
 
 def _rank(position: str) -> tuple[int, int]:
@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--checkpoint-steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill instants")
     args = parser.parse_args()
+    from cnnkit.runs import RUN_FILE, Run
+
     rng = np.random.default_rng(args.seed)
     root = Path(tempfile.mkdtemp(prefix="cnnkit-kill-"))
     settings = [
@@ -107,11 +109,8 @@ def main() -> int:
                 finished = process.poll() is not None
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-            meta_file = root / name / "run.json"
-            if (
-                meta_file.is_file()
-                and json.loads(meta_file.read_text()).get("status") == "complete"
-            ):
+            meta_file = root / name / RUN_FILE
+            if meta_file.is_file() and Run(root / name).meta().get("status") == "complete":
                 finished = True  # killed while exiting: it was not interrupted
             if not finished:
                 break
@@ -122,7 +121,7 @@ def main() -> int:
         last_commit = commits[-1] if commits else "none"
         run = root / name
         resumes = 0
-        if not (run / "run.json").is_file():
+        if not (run / RUN_FILE).is_file():
             # Killed before the run folder was made (or in the instant it was still empty):
             # nothing was saved, so the user simply starts again.
             resumed_from = "nothing: started again"
@@ -132,19 +131,13 @@ def main() -> int:
             )
         else:
             resumed_from = state_position(run) or "the start"
-        while (
-            resumes < 5 and json.loads((run / "run.json").read_text()).get("status") != "complete"
-        ):
+        while resumes < 5 and Run(run).meta().get("status") != "complete":
             resumes += 1
             subprocess.run(cnnkit("train", "--resume", str(run)), capture_output=True, env=env)
-        meta = json.loads((run / "run.json").read_text())
+        meta = Run(run).meta()
         complete = meta.get("status") == "complete" and meta.get("epochs") == args.epochs
-        rows = (
-            (run / "history.csv").read_text().splitlines()[1:]
-            if (run / "history.csv").exists()
-            else []
-        )
-        history_ok = [int(r.split(",")[0]) for r in rows] == list(range(args.epochs))
+        epochs = Run(run).history().get("epoch", [])
+        history_ok = [int(e) for e in epochs] == list(range(args.epochs))
         # The resume must start from the newest commit (or a newer one, when the kill fell
         # between the rename and the trace line); never from an older one, never from scratch.
         lost_ok = _rank(resumed_from) >= _rank(last_commit)

@@ -42,13 +42,15 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cnnkit-report-time-")) / args.run.name
     shutil.copytree(args.run, work, ignore=shutil.ignore_patterns("checkpoints"))
-    images = json.loads((work / "metrics.json").read_text())["test"]["num_images"]
+    from cnnkit.runs import Run
+
+    images = Run(work).metrics()["test"]["num_images"]
     cnnkit = [sys.executable, "-m", "cnnkit"]
     times: dict[str, list[float]] = {"report": [], "evaluate": []}
     drawing: list[float] = []
     for _ in range(args.repeats):
         times["report"].append(timed([*cnnkit, "report", str(work)]))
-        drawing.append(json.loads((work / "report.json").read_text())["seconds"])
+        drawing.append(Run(work).report_numbers()["seconds"])
         times["evaluate"].append(timed([*cnnkit, "evaluate", str(work)]))
     median = {k: statistics.median(v) for k, v in times.items()}
     print(f"run {args.run} ({images} test images), {args.repeats} alternating repeats each")

@@ -77,7 +77,7 @@ def main() -> None:
             adapt_layers(net, x)
             model = training_model(net, create_augmenter(cfg.augment, 0))
             model.compile(
-                optimizer=create_optimizer(cfg.train, args.steps),
+                optimizer=create_optimizer(cfg.train, args.steps, net),
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=cfg.train.label_smoothing
                 ),

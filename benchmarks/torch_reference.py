@@ -53,7 +53,7 @@ def keras_worker(batch: int, steps: int) -> list[float]:
     net = create_model("fast_cnn", (32, 32, 3), 10)
     adapt_layers(net, x)
     net.compile(
-        optimizer=create_optimizer(cfg.train, steps + 2),
+        optimizer=create_optimizer(cfg.train, steps + 2, net),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
     )
     timer = _StepTimer()

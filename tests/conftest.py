@@ -1,14 +1,24 @@
-"""Shared fixtures. Tests never download: CNNKIT_OFFLINE is set and the user cache is a temp folder."""
+"""Shared fixtures. Tests never download: CNNKIT_OFFLINE is set and the user cache is a temp folder.
+
+Two ways to run a verb: :func:`cli` calls the command's own entry point (``cnnkit.cli.main``)
+in this process, so that the test pays for TensorFlow's start-up once per session; :func:`run_cli`
+starts a real ``cnnkit`` process, for what only a process shows (start-up, signals, kills, a
+server, what the command prints before Python's own streams exist). Each verb has at least one
+real-process test (test_cli.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import pickle
 import subprocess
 import sys
 import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +118,58 @@ def cifar_archive(tmp_path: Path) -> Path:
     return write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", cifar_members())
 
 
+@dataclass(frozen=True)
+class Result:
+    """What a verb answered: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+    """``cnnkit ARGS`` through the command's entry point in this process: the same parsing,
+    messages, one-line errors and exit statuses as the command, without a new Python."""
+    from cnnkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("cnnkit")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        stack.enter_context(_environment(env or {}))
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's --help and usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+        finally:
+            logger.handlers[:], logger.level, logger.propagate = saved
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def last_line(result: Result | subprocess.CompletedProcess[str]) -> Path:
+    """The run folder a ``train`` printed last."""
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -125,9 +187,10 @@ def run_cli(
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One quick CLI training run on the digits, shared by the tests that only read a run."""
+    """One quick training run on the digits, shared by every test that only reads a run (and
+    copies it before changing anything): evaluate, predict, report, compare, export, serve."""
     runs = tmp_path_factory.mktemp("runs")
-    result = run_cli(
+    result = cli(
         "train",
         "--preset",
         "smoke",
@@ -139,8 +202,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "augment.flip=false",
         "name=digits",
     )
-    assert result.returncode == 0, result.stderr
-    return Path(result.stdout.strip().splitlines()[-1])
+    return last_line(result)
 
 
 @pytest.fixture

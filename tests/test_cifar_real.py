@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, shared_cifar
+from cnnkit.runs import Run
+from conftest import cli, last_line, shared_cifar
 
 ARCHIVE = shared_cifar()
 pytestmark = [
@@ -23,7 +24,7 @@ pytestmark = [
 
 def test_real_cifar10_smoke(tmp_path: Path) -> None:
     assert ARCHIVE is not None
-    result = run_cli(
+    result = cli(
         "train",
         "--preset",
         "smoke",
@@ -32,11 +33,11 @@ def test_real_cifar10_smoke(tmp_path: Path) -> None:
         "train.epochs=1",
         "data.train_subset=600",
         "data.test_subset=300",
+        "report.enabled=false",  # the report is tested on the digits run
         env={"CNNKIT_DATA_DIR": str(ARCHIVE.parent)},
     )
-    assert result.returncode == 0, result.stderr
-    run = Path(result.stdout.strip().splitlines()[-1])
-    meta = json.loads((run / "run.json").read_text())
+    run = last_line(result)
+    meta = Run(run).meta()
     assert meta["status"] == "complete"
     assert meta["dataset"]["classes"][:3] == ["airplane", "automobile", "bird"]
     assert (meta["dataset"]["train"], meta["dataset"]["val"], meta["dataset"]["test"]) == (
@@ -44,10 +45,8 @@ def test_real_cifar10_smoke(tmp_path: Path) -> None:
         120,
         300,
     )
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    metrics = Run(run).metrics()["test"]
     assert metrics["support"] == [30] * 10  # the stratified test subset
-    evaluated = run_cli(
-        "evaluate", str(run), "--json", env={"CNNKIT_DATA_DIR": str(ARCHIVE.parent)}
-    )
+    evaluated = cli("evaluate", str(run), "--json", env={"CNNKIT_DATA_DIR": str(ARCHIVE.parent)})
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["confusion"] == metrics["confusion"]

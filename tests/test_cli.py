@@ -1,4 +1,6 @@
-"""Each verb end to end in a fresh process, and each kind of bad input."""
+"""Each verb end to end, and each kind of bad input. Every verb runs at least once as a real
+process (``run_cli``: start-up, streams, exit status as a shell sees them); the rest goes through
+the same entry point in this process (``cli``)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli, write_cifar_archive
+from cnnkit.runs import Run
+from conftest import Result, cli, last_line, run_cli, write_cifar_archive
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+def _one_line_error(result: Result | subprocess.CompletedProcess[str], *needles: str) -> str:
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -45,7 +48,7 @@ def test_help_answers_without_tensorflow() -> None:
 
 def test_usage_error_exits_2() -> None:
     assert run_cli("train", "--preset", "nope").returncode == 2
-    assert run_cli("frobnicate").returncode == 2
+    assert cli("frobnicate").returncode == 2
 
 
 def test_config_verb_shows_the_resolved_config(tmp_path: Path) -> None:
@@ -59,11 +62,11 @@ def test_config_verb_shows_the_resolved_config(tmp_path: Path) -> None:
         run_cli("config", "train.epochs=4", "--preset", "smoke", "seed=3").stdout
     )
     assert (mixed["train"]["epochs"], mixed["seed"], mixed["name"]) == (4, 3, "smoke")
-    _one_line_error(run_cli("config", "train.epoch=4"), "did you mean 'train.epochs'")
+    _one_line_error(cli("config", "train.epoch=4"), "did you mean 'train.epochs'")
 
 
 def test_models_and_env_verbs() -> None:
-    models = run_cli("models")
+    models = cli("models")
     assert models.returncode == 0 and "seed_cnn" in models.stdout and "1,341,226" in models.stdout
     env = run_cli("env", "--json")
     assert env.returncode == 0
@@ -76,7 +79,7 @@ def test_models_and_env_verbs() -> None:
 
 @pytest.mark.slow
 def test_train_leaves_a_complete_run_folder(digits_run: Path) -> None:
-    expected = {
+    expected = {  # the layout README.md documents, spelled out: it must not drift
         "run.json",
         "config.yaml",
         "env.json",
@@ -98,17 +101,18 @@ def test_train_leaves_a_complete_run_folder(digits_run: Path) -> None:
     }  # fmt: skip
     present = {str(p.relative_to(digits_run)) for p in digits_run.rglob("*") if p.is_file()}
     assert expected <= present
-    meta = json.loads((digits_run / "run.json").read_text())
+    run = Run(digits_run)
+    meta = run.meta()
     assert meta["status"] == "complete" and meta["epochs"] == 15
     assert meta["classes"] == [str(d) for d in range(10)] and meta["input_shape"] == [8, 8, 1]
     assert meta["precision"] in ("mixed_bfloat16", "float32")
-    metrics = json.loads((digits_run / "metrics.json").read_text())["test"]
+    metrics = run.metrics()["test"]
     assert metrics["accuracy"] > 0.8  # it really learned: chance is 0.1
     assert sum(map(sum, metrics["confusion"])) == metrics["num_images"] == 360
-    history = (digits_run / "history.csv").read_text().splitlines()
-    assert len(history) == 16 and "val_accuracy" in history[0]
-    assert yaml.safe_load((digits_run / "config.yaml").read_text())["data"]["name"] == "digits"
-    assert "seed_cnn" in (digits_run / "model_summary.txt").read_text()
+    history = run.history()
+    assert history["epoch"] == list(range(15)) and len(history["val_accuracy"]) == 15
+    assert run.config().data.name == "digits"
+    assert "seed_cnn" in run.file("model_summary.txt").read_text()
 
 
 @pytest.mark.slow
@@ -116,12 +120,12 @@ def test_evaluate_reproduces_the_saved_metrics(digits_run: Path) -> None:
     result = run_cli("evaluate", str(digits_run), "--json")
     assert result.returncode == 0, result.stderr
     again = json.loads(result.stdout)
-    saved = json.loads((digits_run / "metrics.json").read_text())["test"]
+    saved = Run(digits_run).metrics()["test"]
     assert again["confusion"] == saved["confusion"]
     assert again["accuracy"] == saved["accuracy"]
-    table = run_cli("evaluate", str(digits_run))
+    table = cli("evaluate", str(digits_run))
     assert "test accuracy" in table.stdout and "precision" in table.stdout
-    _one_line_error(run_cli("evaluate", str(digits_run), "train.epochs=3"), "data.* overrides only")
+    _one_line_error(cli("evaluate", str(digits_run), "train.epochs=3"), "data.* overrides only")
 
 
 def _digit_pngs(tmp_path: Path, count: int) -> tuple[list[Path], np.ndarray]:
@@ -150,7 +154,7 @@ def test_predict_table_and_json(digits_run: Path, tmp_path: Path) -> None:
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-5
     predicted = [int(a["top"][0]["class"]) for a in answers]
     assert np.mean(np.array(predicted) == labels) >= 0.75
-    table = run_cli("predict", str(digits_run), str(paths[0]), "--top-k", "2")
+    table = cli("predict", str(digits_run), str(paths[0]), "--top-k", "2")
     assert table.returncode == 0 and table.stdout.count("0.") >= 2
 
 
@@ -159,22 +163,22 @@ def test_bad_images_are_reported_and_the_rest_answered(digits_run: Path, tmp_pat
     paths, _ = _digit_pngs(tmp_path, 2)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    result = run_cli("predict", str(digits_run), str(paths[0]), str(text), str(paths[1]), "--json")
+    result = cli("predict", str(digits_run), str(paths[0]), str(text), str(paths[1]), "--json")
     assert len(json.loads(result.stdout)) == 2
     _one_line_error(result, "notes.txt", "not an image")
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
-    _one_line_error(run_cli("evaluate", str(tmp_path)), "not a cnnkit run")
-    _one_line_error(run_cli("predict", str(tmp_path / "nope"), "x.png"), "not a folder")
+    _one_line_error(cli("evaluate", str(tmp_path)), "not a cnnkit run")
+    _one_line_error(cli("predict", str(tmp_path / "nope"), "x.png"), "not a folder")
 
 
 @pytest.mark.slow
 def test_damaged_model_file_is_refused(digits_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(digits_run, copy)
-    (copy / "model.keras").write_bytes(b"PK\x03\x04 garbage")
-    _one_line_error(run_cli("evaluate", str(copy)), "not a loadable Keras model")
+    Run(copy).model_path.write_bytes(b"PK\x03\x04 garbage")
+    _one_line_error(cli("evaluate", str(copy)), "not a loadable Keras model")
 
 
 def test_bad_training_input_leaves_earlier_runs_untouched(
@@ -182,8 +186,8 @@ def test_bad_training_input_leaves_earlier_runs_untouched(
 ) -> None:
     runs = tmp_path / "runs"
     (runs / "smoke").mkdir(parents=True)
-    (runs / "smoke" / "run.json").write_text('{"status": "complete"}')
-    (runs / "smoke" / "model.keras").write_bytes(b"precious")
+    Run(runs / "smoke").update_meta(status="complete")
+    Run(runs / "smoke").model_path.write_bytes(b"precious")
     before = files_snapshot(runs)
     bad_archive = tmp_path / "cifar-10-python.tar.gz"
     bad_archive.write_bytes(b"\x1f\x8b\x08garbage")
@@ -196,7 +200,7 @@ def test_bad_training_input_leaves_earlier_runs_untouched(
         ([f"data.path={tmp_path / 'missing'}"], ["holds no cifar-10-python.tar.gz"]),
     ]
     for overrides, needles in cases:
-        result = run_cli("train", "--preset", "smoke", "--runs-dir", str(runs), *overrides)
+        result = cli("train", "--preset", "smoke", "--runs-dir", str(runs), *overrides)
         _one_line_error(result, *needles)
     assert files_snapshot(runs) == before
     assert sorted(p.name for p in runs.iterdir()) == ["smoke"]
@@ -216,32 +220,33 @@ def test_a_second_run_never_overwrites_the_first(
         "data.name=synthetic",
         "train.epochs=1",
         "name=same",
+        "report.enabled=false",
     ]
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.strip().splitlines()[-1] == str(runs / "same")
+    # (train as a real process: test_resume.py's twin and kills)
+    first = cli(*args)
+    assert last_line(first) == runs / "same"
     before = files_snapshot(runs / "same")
-    second = run_cli(*args)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.strip().splitlines()[-1] == str(runs / "same-2")
+    second = cli(*args)
+    assert last_line(second) == runs / "same-2"
     assert files_snapshot(runs / "same") == before
 
 
+@pytest.mark.slow
 def test_cifar_archive_in_the_official_format_trains(tmp_path: Path) -> None:
     archive = write_cifar_archive(
         tmp_path / "cifar-10-python.tar.gz", __import__("conftest").cifar_members()
     )
-    result = run_cli(
+    result = cli(
         "train",
         "--runs-dir",
         str(tmp_path / "runs"),
         f"data.path={archive}",
         "train.epochs=1",
         "train.batch_size=64",
+        "report.enabled=false",
     )
-    assert result.returncode == 0, result.stderr
-    run = Path(result.stdout.strip().splitlines()[-1])
+    run = last_line(result)
     assert run.name == "fast"  # the default preset
-    meta = json.loads((run / "run.json").read_text())
+    meta = Run(run).meta()
     assert meta["dataset"]["train"] == 150 and meta["dataset"]["test"] == 30  # fast: no val split
     assert meta["model"] == "fast_cnn"

@@ -16,7 +16,8 @@ from cnnkit.data import load_dataset
 from cnnkit.data.augment import EpochAugmenter
 from cnnkit.data.folder import DiskImages, FileImages
 from cnnkit.errors import DataError
-from conftest import run_cli
+from cnnkit.runs import Run
+from conftest import cli, last_line, run_cli
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
 FORMATS = [("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("gif", "P"), ("webp", "RGBA")]
@@ -190,23 +191,22 @@ def test_streamed_batches_equal_the_in_memory_augmentation(folder: Path) -> None
 @pytest.mark.slow
 def test_train_on_a_folder_then_predict_its_files(folder: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    trained = run_cli(
+    trained = cli(
         "train", "--preset", "seed", "--runs-dir", str(runs), "data.name=folder",
         f"data.path={folder}", "data.image_size=24", "data.val_split=0.2", "data.cache=disk",
         "train.epochs=6", "train.learning_rate=2e-3", "train.batch_size=16",
         "train.class_weight=balanced", "augment.enabled=false",
     )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    run = Path(trained.stdout.strip().splitlines()[-1])
-    meta = json.loads((run / "run.json").read_text())
+    run = last_line(trained)
+    meta = Run(run).meta()
     assert meta["classes"] == ["blue", "green", "red"] and meta["dataset"]["cache"] == "disk"
     with (run / "skipped_files.csv").open() as f:
         listed = {Path(row["file"]).name: row["reason"] for row in csv.DictReader(f)}
     assert {"corrupt.jpg", "truncated.png", "notes.txt", "empty"} <= set(listed)
     assert "left out" in trained.stdout
     files = sorted(folder.glob("*/*_1*.*"))  # some of every class, any format
-    predicted = run_cli("predict", str(run), *map(str, files), str(folder / "red" / "corrupt.jpg"),
-                        "--json", "--top-k", "1")  # fmt: skip
+    predicted = cli("predict", str(run), *map(str, files), str(folder / "red" / "corrupt.jpg"),
+                    "--json", "--top-k", "1")  # fmt: skip
     assert predicted.returncode == 2  # one unreadable file among them: reported, rest answered
     assert "corrupt.jpg" in predicted.stderr
     answers = json.loads(predicted.stdout)
@@ -225,7 +225,7 @@ def test_data_inspect(folder: Path, tmp_path: Path) -> None:
         (folder.parent / "split" / part / "a" / "same.jpg").write_bytes(same.read_bytes())
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder.parent / "split/train/b/x.png")
     grid = tmp_path / "grid.png"
-    done = run_cli("data", "inspect", str(folder), "--grid", str(grid), "--json")
+    done = run_cli("data", "inspect", str(folder), "--grid", str(grid), "--json")  # a real process
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["classes"] == ["blue", "empty", "green", "red"]
@@ -233,56 +233,69 @@ def test_data_inspect(folder: Path, tmp_path: Path) -> None:
     assert report["imbalance"] is None  # a class without images
     assert {Path(p).name for p, _ in report["unreadable"]} == {"corrupt.jpg", "truncated.png"}
     assert grid.stat().st_size > 10_000
-    again = run_cli("data", "inspect", str(folder), "--grid", str(grid))
+    again = cli("data", "inspect", str(folder), "--grid", str(grid))
     assert again.returncode == 2 and "never overwritten" in again.stderr
-    split = run_cli("data", "inspect", str(folder.parent / "split"), cwd=tmp_path)
+    split = cli("data", "inspect", str(folder.parent / "split"), cwd=tmp_path)
     assert split.returncode == 0, split.stderr
     assert "1 groups of identical files across parts" in split.stdout
     assert (tmp_path / "split-samples.png").is_file()
 
 
-@pytest.mark.slow
-def test_every_cache_mode_trains_the_same_model(folder: Path, tmp_path: Path) -> None:
-    """Streamed batches (disk, none) follow the same order and augmentation as in-memory
-    training: the same seed gives the same weights whatever data.cache says."""
+# Every cache mode trains the same network the same way (deterministic, so that the disk run is
+# also the uninterrupted reference of the resume test below).
+CACHE_RUN = [
+    "data.name=folder", "data.image_size=16", "train.epochs=2", "train.batch_size=8",
+    "train.tta=0", "train.precision=fp32", "model.params.widths=[8,16,16]",
+    "train.deterministic=true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Run]]:
     from cnnkit.config import load_config
-    from cnnkit.runs import load_model
     from cnnkit.workflow import train
 
-    weights = {}
+    root = tmp_path_factory.mktemp("cache-modes")
+    folder = make_folder(root / "photos")
+    runs = {}
     for mode in ("memory", "disk", "none"):
-        config = load_config("fast", overrides=[
-            "data.name=folder", f"data.path={folder}", "data.image_size=16", f"data.cache={mode}",
-            "train.epochs=2", "train.batch_size=16", "train.tta=0", "train.precision=fp32",
-            "model.params.widths=[8,16,16]",
-        ])  # fmt: skip
-        run = train(config, tmp_path / "runs", verbose=0)
-        weights[mode] = load_model(run.model_path).get_weights()
+        overrides = [*CACHE_RUN, f"data.path={folder}", f"data.cache={mode}", f"name={mode}"]
+        runs[mode] = train(load_config("fast", overrides=overrides), root / "runs", verbose=0)
+    return folder, runs
+
+
+@pytest.mark.slow
+def test_every_cache_mode_trains_the_same_model(cache_runs: tuple[Path, dict[str, Run]]) -> None:
+    """Streamed batches (disk, none) follow the same order and augmentation as in-memory
+    training: the same seed gives the same weights whatever data.cache says."""
+    _, runs = cache_runs
+    weights = {mode: run.load_model().get_weights() for mode, run in runs.items()}
+    for mode, run in runs.items():
         # The report reads its galleries from the streamed test images too.
-        drawn = {p.stem for p in (run.path / "figures").glob("*.png")}
+        drawn = {p.stem for p in run.figures.glob("*.png")}
         assert {"random_predictions", "gradcam", "reliability"} <= drawn, (mode, drawn)
+        assert run.meta()["dataset"]["cache"] == mode
     for mode in ("disk", "none"):
         for a, b in zip(weights["memory"], weights[mode], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(folder: Path, tmp_path: Path) -> None:
+def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(
+    cache_runs: tuple[Path, dict[str, Run]], tmp_path: Path
+) -> None:
     import signal
 
     import keras
 
     from cnnkit.config import load_config
     from cnnkit.errors import TrainingInterrupted
-    from cnnkit.runs import Run, load_model
     from cnnkit.workflow import resume, train
 
-    config = load_config("fast", overrides=[
-        "data.name=folder", f"data.path={folder}", "data.image_size=16", "data.cache=disk",
-        "train.epochs=2", "train.batch_size=8", "train.tta=0", "train.precision=fp32",
-        "model.params.widths=[8,16,16]", "train.deterministic=true",
-    ])  # fmt: skip
-    reference = train(config.replace(name="whole"), tmp_path / "runs", verbose=0)
+    folder, runs = cache_runs
+    reference = runs["disk"]
+    overrides = [*CACHE_RUN, f"data.path={folder}", "data.cache=disk", "name=cut"]
+    config = load_config("fast", overrides=overrides)
 
     class CtrlC(keras.callbacks.Callback):  # type: ignore[misc]
         steps = 0
@@ -293,10 +306,10 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(folder: Path, tmp_path
                 os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted):
-        train(config.replace(name="cut"), tmp_path / "runs", verbose=0, callbacks=[CtrlC()])
+        train(config, tmp_path / "runs", verbose=0, callbacks=[CtrlC()])
     cut = Run(tmp_path / "runs" / "cut")
     assert cut.meta()["status"] == "interrupted"
     resume(cut, verbose=0)
-    expected = load_model(reference.model_path).get_weights()
-    for a, b in zip(expected, load_model(cut.model_path).get_weights(), strict=True):
+    expected = reference.load_model().get_weights()
+    for a, b in zip(expected, cut.load_model().get_weights(), strict=True):
         assert np.array_equal(a, b)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.data.base import Split
+from cnnkit.figures import plot_confusion, plot_curve
 from cnnkit.metrics import EvalResult, classification_report, score
-from cnnkit.report import plot_confusion, plot_curve, read_history
+from cnnkit.runs import Run
 
 
 def _case() -> tuple[np.ndarray, Split]:
@@ -42,11 +43,15 @@ def test_classification_report_matches_the_numbers() -> None:
 def test_plots_are_written(tmp_path: Path) -> None:
     probabilities, split = _case()
     result = score(probabilities, split, ["a", "b", "c"])
-    (tmp_path / "history.csv").write_text(
-        "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,0.4,1.3\n1,0.6,1.0,0.5,1.1\n"
-    )
-    history = read_history(tmp_path / "history.csv")
-    assert history["val_loss"] == [1.3, 1.1]
+    run = Run(tmp_path)
+    run.write_history({"accuracy": [0.5, 0.6], "loss": [1.2, 1.0], "val_accuracy": [0.4, 0.5],
+                       "val_loss": [1.3, 1.1]})  # fmt: skip
+    assert run.file("history.csv").read_text().splitlines()[:2] == [
+        "epoch,accuracy,loss,val_accuracy,val_loss",
+        "0,0.5,1.2,0.4,1.3",
+    ]
+    history = run.history()
+    assert history["val_loss"] == [1.3, 1.1] and history["epoch"] == [0.0, 1.0]
     for path in (
         plot_curve(history, "accuracy", tmp_path / "a.png", "Accuracy"),
         plot_confusion(result, tmp_path / "c.png"),

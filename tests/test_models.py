@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,58 +11,95 @@ import pytest
 from cnnkit.errors import ConfigError
 from cnnkit.models import create_model, list_models, model_hparams
 
-# The big pretrained backbones get their own lighter test below (building ResNet50 takes seconds).
+# The big pretrained backbones get their own lighter test (test_transfer.py: building ResNet50
+# takes seconds); one case of a pretrained backbone here (grey and small: it adapts both), which
+# is not trained here: test_transfer.py trains it in both phases (its training step alone would
+# cost 24 s to trace here).
 LARGE = ("resnet50", "efficientnet_b0")
+TRAINED_ELSEWHERE = ("mobilenet_v2",)
+CASES = [
+    (name, shape)
+    for name in list_models()
+    if name not in LARGE
+    for shape in [(32, 32, 3), (16, 16, 1)]
+    if name != "mobilenet_v2" or shape == (16, 16, 1)
+]
 
 
-@pytest.mark.parametrize(
-    ("name", "shape"),
-    [
-        (name, shape)
-        for name in list_models()
-        if name not in LARGE
-        for shape in [(32, 32, 3), (16, 16, 1)]
-        # One case of a pretrained backbone (grey and small: it adapts both); it takes 25 s.
-        if name != "mobilenet_v2" or shape == (16, 16, 1)
-    ],
-)
-def test_model_builds_trains_saves_and_reloads_in_a_fresh_process(
-    name: str, shape: tuple[int, int, int], tmp_path: Path
-) -> None:
+@dataclass
+class Trained:
+    shape: tuple[int, int, int]
+    loss: float
+    moved: bool  # a training step changed the weights
+    expected: np.ndarray  # its predictions after that step
+    path: Path  # where it was saved
+    images: Path  # the images it predicted (.npy)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    """Every registered model (one case each shape): built, one training step, saved."""
     import keras
 
-    keras.utils.set_random_seed(0)
-    model = create_model(name, shape, 5, weights="none")  # tests never download
-    assert model.input_shape[1:] == shape and model.output_shape == (None, 5)
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(8, *shape), dtype=np.uint8)  # raw pixels, as every model takes
-    y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, size=8)]
-    before = [w.copy() for w in model.get_weights()]
-    loss = model.train_on_batch(x, y)
-    assert np.isfinite(loss)
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
-    expected = model.predict(x, verbose=0)
-    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+    folder = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, shape in CASES:
+        keras.utils.set_random_seed(0)
+        model = create_model(name, shape, 5, weights="none")  # tests never download
+        assert model.input_shape[1:] == shape and model.output_shape == (None, 5)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        # Raw pixels, as every model takes.
+        x = rng.integers(0, 256, size=(8, *shape), dtype=np.uint8)
+        y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, size=8)]
+        loss, moved = float("nan"), False
+        if name not in TRAINED_ELSEWHERE:
+            before = [w.copy() for w in model.get_weights()]
+            loss = float(model.train_on_batch(x, y))
+            moved = any(
+                not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)
+            )
+        key = f"{name}-{'x'.join(map(str, shape))}"
+        model.save(folder / f"{key}.keras")
+        np.save(folder / f"{key}.npy", x)
+        out[key] = Trained(shape, loss, moved, model.predict(x, verbose=0), folder / f"{key}.keras",
+                           folder / f"{key}.npy")  # fmt: skip
+    return out
 
-    path = tmp_path / "m.keras"
-    model.save(path)
-    np.save(tmp_path / "x.npy", x)
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "shape"), CASES)
+def test_model_builds_trains_and_saves(
+    trained: dict[str, Trained], name: str, shape: tuple[int, int, int]
+) -> None:
+    case = trained[f"{name}-{'x'.join(map(str, shape))}"]
+    if name not in TRAINED_ELSEWHERE:
+        assert np.isfinite(case.loss) and case.moved
+    np.testing.assert_allclose(case.expected.sum(axis=1), 1.0, rtol=1e-5)
+    assert case.path.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_saved_models_reload_in_a_fresh_process(
+    trained: dict[str, Trained], tmp_path: Path
+) -> None:
+    """Each saved model loads in a new process (only what Keras registered there: cnnkit's
+    serializable layers must register themselves) and predicts what it predicted here."""
     script = (
         "import sys, numpy as np\n"
         "from cnnkit.runs import load_model\n"
-        "m = load_model(sys.argv[1])\n"
-        "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n"
+        "for model, images, out in zip(*[iter(sys.argv[1:])] * 3):\n"
+        "    np.save(out, load_model(model).predict(np.load(images), verbose=0))\n"
     )
-    out = tmp_path / "p.npy"
+    args = [str(v) for key, case in trained.items()
+            for v in (case.path, case.images, tmp_path / f"{key}.npy")]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+    for key, case in trained.items():
+        np.testing.assert_allclose(np.load(tmp_path / f"{key}.npy"), case.expected, rtol=1e-5,
+                                   atol=1e-6, err_msg=key)  # fmt: skip
 
 
 def test_seed_cnn_is_the_tutorial_network() -> None:

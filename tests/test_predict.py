@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.predict import expand_paths
-from conftest import run_cli
+from cnnkit.predictor import expand_paths
+from conftest import cli
 
 
 def _digit_folder(root: Path, count: int) -> dict[str, int]:
@@ -71,8 +71,8 @@ def test_predict_a_folder_with_broken_files_in_every_format(
     broken.write_bytes(Path(good).read_bytes()[:40])
     (tmp_path / "photos" / "part2" / "empty.jpg").write_bytes(b"")
     (tmp_path / "photos" / "README.md").write_text("not an image, and not an image suffix")
-    result = run_cli("predict", str(digits_run), str(tmp_path / "photos"), "--format", "csv",
-                     "--top-k", "2", "--batch-size", "64")  # fmt: skip
+    result = cli("predict", str(digits_run), str(tmp_path / "photos"), "--format", "csv",
+                 "--top-k", "2", "--batch-size", "64")  # fmt: skip
     assert result.returncode == 2  # some files could not be read ...
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 150  # ... and every other one was answered
@@ -84,8 +84,8 @@ def test_predict_a_folder_with_broken_files_in_every_format(
     assert "150 images answered, 2 not" in result.stderr
 
     # The same answers as JSON lines, for a glob; and in one JSON array.
-    lines = run_cli("predict", str(digits_run), str(tmp_path / "photos" / "**" / "d1*.png"),
-                    "--format", "jsonl")  # fmt: skip
+    lines = cli("predict", str(digits_run), str(tmp_path / "photos" / "**" / "d1*.png"),
+                "--format", "jsonl")  # fmt: skip
     answers = [json.loads(line) for line in lines.stdout.splitlines()]
     assert answers and all(Path(a["image"]).name.startswith("d1") for a in answers)
     by_image = {r["image"]: r["class_1"] for r in rows}

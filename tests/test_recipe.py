@@ -206,7 +206,7 @@ def test_tta_levels_average_the_logits() -> None:
 
 
 def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit import trainer, workflow
+    from cnnkit import budget, trainer
     from cnnkit.config import DataConfig
     from cnnkit.data import load_dataset
     from cnnkit.errors import ConfigError
@@ -214,18 +214,18 @@ def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.Monk
     data = load_dataset(DataConfig(name="synthetic", val_split=0.0), seed=0)  # 800 images
     monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: 400.0)
     config = load_config("fast", overrides=["data.name=synthetic", "train.budget=30"])
-    resolved, record = workflow._fit_budget(config, data, "float32")
+    resolved, record = budget.fit_budget(config, data, "float32")
     # (30 s - calibration) * 400 images/s * 0.95 // 800 images: 14 epochs at most, fewer if slow.
     assert 1 <= resolved.train.epochs <= 14 and record["epochs"] == resolved.train.epochs
     assert record["images_per_second"] == 400.0
     with pytest.raises(ConfigError, match="too short"):
-        workflow._fit_budget(config.replace(**{"train.budget": 1.0}), data, "float32")
+        budget.fit_budget(config.replace(**{"train.budget": 1.0}), data, "float32")
 
 
 def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cnnkit import trainer, workflow
+    from cnnkit import budget, trainer
     from cnnkit.data import load_dataset
 
     monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: 50.0)
@@ -233,7 +233,7 @@ def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
         "fast", overrides=["data.name=synthetic", "train.budget=10", "train.batch_size=64"]
     )
     data = load_dataset(config.data, config.seed)  # 800 images, no validation split
-    resolved, record = workflow._fit_budget(config, data, "float32")
+    resolved, record = budget.fit_budget(config, data, "float32")
     # (10 s - calibration) * 50 images/s * 0.95: at most 475 images, one epoch over them.
     assert resolved.train.epochs == 1 and 128 <= record["train_images"] <= 475
     sample = load_dataset(resolved.data, resolved.seed)
@@ -243,7 +243,7 @@ def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
 
 def test_short_budget_trains_smaller_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Below one epoch, batches shrink (not under 256) until the schedule has ~150 steps."""
-    from cnnkit import trainer, workflow
+    from cnnkit import budget, trainer
     from cnnkit.data import load_dataset
 
     batches = []
@@ -255,18 +255,16 @@ def test_short_budget_trains_smaller_batches(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(trainer, "measure_speed", speed)
     config = load_config("fast", overrides=["data.name=synthetic", "train.budget=300"])
     data = load_dataset(config.data, config.seed)  # 800 images: 300 s is many epochs
-    resolved, record = workflow._fit_budget(config, data, "float32")
+    resolved, record = budget.fit_budget(config, data, "float32")
     assert batches == [256]  # measured at 256 at most, then the preset's own batch trains
     assert resolved.train.batch_size == 1024 and resolved.train.epochs > 1
-    monkeypatch.setattr(workflow, "_SHORT_STEPS", 4)  # scale the rule to the small data set
-    resolved, record = workflow._fit_budget(
-        config.replace(**{"train.budget": 4.0}), data, "float32"
-    )
+    monkeypatch.setattr(budget, "SHORT_STEPS", 4)  # scale the rule to the small data set
+    resolved, record = budget.fit_budget(config.replace(**{"train.budget": 4.0}), data, "float32")
     # (4 s - calibration) * 200 images/s * 0.95 < 760 images: fewer than 4 steps of 1024 or 512.
     assert resolved.train.epochs == 1 and resolved.train.batch_size == 256
     assert record["batch_size"] == 256 and resolved.data.train_subset == record["train_images"]
     few = config.replace(**{"train.budget": 4.0, "train.batch_size": 128})
-    assert workflow._fit_budget(few, data, "float32")[0].train.batch_size == 128  # never larger
+    assert budget.fit_budget(few, data, "float32")[0].train.batch_size == 128  # never larger
 
 
 def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
@@ -277,7 +275,7 @@ def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
 
 
 def test_few_steps_warning_suggests_a_smaller_batch() -> None:
-    from cnnkit.workflow import few_steps_warning
+    from cnnkit.budget import few_steps_warning
 
     assert few_steps_warning(50_000, 1024, 10) is None  # 490 steps
     # Two epochs of CIFAR-10 at 1024 (98 steps): half the batch, never a larger one.
@@ -285,3 +283,28 @@ def test_few_steps_warning_suggests_a_smaller_batch() -> None:
     # A small folder: 2,000 images, 10 epochs at 1024 make 20 steps; 128 makes 160.
     assert "train.batch_size=128)" in (few_steps_warning(2_000, 1024, 10) or "")
     assert "batch_size" not in (few_steps_warning(100, 16, 1) or "x")  # only more epochs
+
+
+def test_models_declare_what_the_recipe_treats_specially() -> None:
+    """The optimizer asks the model for its BatchNorm offsets and fitted biases (by type, not
+    by name), and the trainer asks it for a pretrained backbone."""
+    from cnnkit.models import create_model, model_parts
+    from cnnkit.optim import create_optimizer
+
+    net = create_model("fast_cnn", (32, 32, 3), 10)
+    parts = model_parts(net)
+    norms = [f"block{i}_norm{j}/beta" for i in (1, 2, 3) for j in (1, 2)]
+    assert [v.path for v in parts.norm_biases] == norms
+    assert [layer.name for layer in parts.fitted] == ["whiten"]
+    assert [v.path for v in parts.fitted_biases] == ["whiten/bias"] and parts.backbone is None
+    optimizer = create_optimizer(load_config("fast").train, 10, net)
+    assert optimizer.multipliers == dict.fromkeys(norms, 64.0)
+    assert optimizer.freeze_after == {"whiten/bias": 30}  # 3 epochs of 10 steps
+    # A BatchNorm layer is found whatever its name; a variable called "beta" elsewhere is not one.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="beta")(inputs)
+    x = keras.layers.BatchNormalization(name="anything")(x)
+    odd = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
+    assert [v.path for v in model_parts(odd).norm_biases] == ["anything/beta"]
+    seed = model_parts(create_model("seed_cnn", (32, 32, 3), 10))
+    assert (seed.norm_biases, seed.fitted, seed.backbone) == ([], [], None)

@@ -16,7 +16,8 @@ from cnnkit import analysis
 from cnnkit.config import Config
 from cnnkit.data.base import Split
 from cnnkit.metrics import score
-from conftest import run_cli
+from cnnkit.runs import Run
+from conftest import cli, last_line, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -44,7 +45,9 @@ def test_expected_calibration_error_by_hand() -> None:
     sure = np.eye(3)[[0, 1, 2, 1]]
     assert analysis.calibration(sure, np.array([0, 1, 2, 1])).ece == 0.0
     assert math.isclose(analysis.calibration(sure, np.array([1, 1, 2, 1])).ece, 0.25)
-    json.dumps(result.to_dict())  # NaN bins become null, so report.json stays valid JSON
+    # NaN bins become null, so report.json stays valid JSON (json.dumps would write NaN).
+    strict = json.dumps(result.to_dict(), allow_nan=False)
+    assert json.loads(strict)["accuracy"][0] is None
 
 
 def test_confused_pairs_by_hand() -> None:
@@ -146,27 +149,27 @@ def test_gradcam_finds_the_feature_map_inside_a_backbone() -> None:
 
 def _fake_run(
     folder: Path, classes: int, n: int, seed: int = 0
-) -> tuple[object, np.ndarray, Split]:
+) -> tuple[Run, object, np.ndarray, Split]:
     """A run folder as train leaves it (without training): config, run.json, history, metrics."""
     rng = np.random.default_rng(seed)
     folder.mkdir()
+    run = Run(folder)
     names = [f"class_{i:03d}" for i in range(classes)]
     labels = np.arange(n) % classes
     logits = rng.normal(size=(n, classes)) + 3.0 * np.eye(classes)[labels] * rng.random((n, 1))
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     split = Split(rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8), labels)
-    (folder / "config.yaml").write_text(Config().to_yaml())
-    (folder / "env.json").write_text(json.dumps({"python": "3", "cpu": {"cores": 2}}))
-    (folder / "run.json").write_text(json.dumps(
-        {"name": folder.name, "status": "complete", "classes": names, "model": "seed_cnn",
-         "dataset": {"name": "synthetic"}, "epochs": 6, "kept": "best", "best_epoch": 3,
-         "train_seconds": 12.5, "train_images_per_second": 800.0}))  # fmt: skip
-    rows = ["epoch,accuracy,epoch_seconds,loss,val_accuracy,val_loss"] + [
-        f"{e},{0.3 + 0.1 * e},2.0,{1.5 - 0.2 * e},{0.3 + 0.05 * e},{[1.4, 1.2, 1.1, 1.15, 1.2, 1.3][e]}"
-        for e in range(6)
-    ]
-    (folder / "history.csv").write_text("\n".join(rows) + "\n")
-    return score(probabilities, split, names), probabilities, split
+    run.write_config(Config())
+    run.write_env({"python": "3", "cpu": {"cores": 2}})
+    run.update_meta(name=folder.name, status="complete", classes=names, model="seed_cnn",
+                    dataset={"name": "synthetic"}, epochs=6, kept="best", best_epoch=3,
+                    train_seconds=12.5, train_images_per_second=800.0)  # fmt: skip
+    run.write_history({
+        "accuracy": [0.3 + 0.1 * e for e in range(6)], "epoch_seconds": [2.0] * 6,
+        "loss": [1.5 - 0.2 * e for e in range(6)], "val_accuracy": [0.3 + 0.05 * e for e in range(6)],
+        "val_loss": [1.4, 1.2, 1.1, 1.15, 1.2, 1.3],
+    })  # fmt: skip
+    return run, score(probabilities, split, names), probabilities, split
 
 
 def _tiny_cnn(classes: int) -> object:
@@ -181,18 +184,18 @@ def _tiny_cnn(classes: int) -> object:
 
 @pytest.mark.parametrize("classes", [2, 100])
 def test_report_pictures_and_page(tmp_path: Path, classes: int) -> None:
-    from cnnkit.report import write_report
+    from cnnkit.reporter import write_report
 
     folder = tmp_path / f"run{classes}"
-    result, probabilities, split = _fake_run(folder, classes, n=600)
-    written = write_report(folder, result, probabilities, split.y, split.x, _tiny_cnn(classes))
+    run, result, probabilities, split = _fake_run(folder, classes, n=600)
+    written = write_report(run, result, probabilities, split.y, split.x, _tiny_cnn(classes))
     expected = {"accuracy", "loss", "per_class", "confusion", "confusion_normalized", "pairs",
                 "wrong", "sample", "reliability", "gradcam"}  # fmt: skip
     assert set(written.figures) == expected, written.notes
     for path in written.figures.values():
         assert path.parent == folder / "figures"
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000, path
-    numbers = json.loads((folder / "report.json").read_text())
+    numbers = run.report_numbers()
     assert numbers["best_epoch"] == 3 and numbers["overfitting_epoch"] == 4
     assert math.isclose(numbers["calibration"]["ece"], result.ece)
     top = analysis.confused_pairs(result.confusion, 1)[0]
@@ -214,15 +217,15 @@ def test_report_pictures_and_page(tmp_path: Path, classes: int) -> None:
 
 def test_report_without_predictions_images_or_model(tmp_path: Path) -> None:
     """What can be drawn is drawn, and the page says what is missing."""
-    from cnnkit.report import write_report
+    from cnnkit.reporter import write_report
 
     folder = tmp_path / "bare"
-    result, probabilities, split = _fake_run(folder, 3, n=60)
-    (folder / "history.csv").unlink()
-    written = write_report(folder, result, None, None)
+    run, result, probabilities, split = _fake_run(folder, 3, n=60)
+    run.file("history.csv").unlink()
+    written = write_report(run, result, None, None)
     assert set(written.figures) == {"per_class", "confusion", "confusion_normalized"}
     assert any("no saved test predictions" in note for note in written.notes)
-    no_model = write_report(folder, result, probabilities, split.y, split.x, model=None)
+    no_model = write_report(run, result, probabilities, split.y, split.x, model=None)
     assert "gradcam" not in no_model.figures and "wrong" in no_model.figures
     import keras
 
@@ -230,7 +233,7 @@ def test_report_without_predictions_images_or_model(tmp_path: Path) -> None:
     dense = keras.Sequential(
         [keras.Input((16, 16, 3)), layers.Flatten(), layers.Dense(3, activation="softmax")]
     )
-    flat = write_report(folder, result, probabilities, split.y, split.x, dense)
+    flat = write_report(run, result, probabilities, split.y, split.x, dense)
     assert any("class-activation maps not drawn" in n and "no convolutional feature map" in n
                for n in flat.notes)  # fmt: skip
     assert open_page(folder / "report.html").problems == []
@@ -241,44 +244,47 @@ def test_report_without_predictions_images_or_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_report_verb_redraws_a_run(digits_run: Path, tmp_path: Path) -> None:
-    run = tmp_path / "digits"
-    shutil.copytree(digits_run, run)
-    saved = np.load(run / "predictions.npz")["probabilities"]
-    shutil.rmtree(run / "figures")
+    run = Run(tmp_path / "digits")
+    shutil.copytree(digits_run, run.path)
+    saved = run.predictions()
+    assert saved is not None
+    shutil.rmtree(run.figures)
     for name in ("report.html", "report.json", "predictions.npz"):
-        (run / name).unlink()
-    result = run_cli("report", str(run))
+        run.file(name).unlink()
+    result = run_cli("report", str(run.path))  # the verb as a real process
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("s)") and "10 figures" in result.stdout
     # No predictions saved: made again with the run's model, and equal to those of training.
-    np.testing.assert_allclose(np.load(run / "predictions.npz")["probabilities"], saved, atol=1e-6)
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
-    numbers = json.loads((run / "report.json").read_text())
+    again = run.predictions()
+    assert again is not None
+    np.testing.assert_allclose(again[0], saved[0], atol=1e-6)
+    assert np.array_equal(again[1], saved[1])
+    metrics = run.metrics()["test"]
+    numbers = run.report_numbers()
     assert math.isclose(numbers["calibration"]["ece"], metrics["ece"], abs_tol=1e-6)
     assert numbers["gradcam"]["layer"] == "conv3_2"  # the tutorial CNN's last convolution
-    assert len(list((run / "figures").glob("*.png"))) == 10
-    page = open_page(run / "report.html", screenshot="report-digits.png")
+    assert len(list(run.figures.glob("*.png"))) == 10
+    page = open_page(run.report_path, screenshot="report-digits.png")
     assert page.problems == [] and page.images == 10
-    bad = run_cli("report", str(run), "train.epochs=3")
+    bad = cli("report", str(run.path), "train.epochs=3")
     assert bad.returncode == 2 and "data.* overrides only" in bad.stderr
-    missing = run_cli("report", str(tmp_path / "nowhere"))
+    missing = cli("report", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
 def test_compare_two_runs_and_tensorboard(digits_run: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    other = run_cli("train", "--preset", "smoke", "--runs-dir", str(runs), "data.name=digits",
-                    "train.epochs=3", "augment.flip=false", "name=short",
-                    "train.tensorboard=true", "report.enabled=false")  # fmt: skip
-    assert other.returncode == 0, other.stderr
-    short = Path(other.stdout.strip().splitlines()[-1])
+    other = cli("train", "--preset", "smoke", "--runs-dir", str(runs), "data.name=digits",
+                "train.epochs=3", "augment.flip=false", "name=short",
+                "train.tensorboard=true", "report.enabled=false")  # fmt: skip
+    short = last_line(other)
     assert not (short / "report.html").exists()  # report.enabled=false
     events = list((short / "tensorboard").rglob("events.out.tfevents.*"))
     assert {p.parent.name for p in events} == {"train", "validation"}
 
     done = run_cli("compare", str(digits_run), str(short), "--out", str(tmp_path / "cmp"))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr  # the verb as a real process
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["run", "model", "status"]
     assert any(line.startswith("digits ") for line in lines)
@@ -294,12 +300,12 @@ def test_compare_two_runs_and_tensorboard(digits_run: Path, tmp_path: Path) -> N
     page = open_page(folder / "compare.html", screenshot="compare.png")
     assert page.problems == [] and page.images == 2
     # A second comparison never overwrites the first.
-    again = run_cli("compare", str(digits_run), str(short), "--out", str(folder))
+    again = cli("compare", str(digits_run), str(short), "--out", str(folder))
     assert again.stdout.splitlines()[-1] == str(tmp_path / "cmp-2" / "compare.html")
     for args, message in (
         ([str(short)], "two or more"),
         ([str(short), str(short)], "twice"),
         ([str(short), str(tmp_path)], "not a cnnkit run"),
     ):
-        bad = run_cli("compare", *args)
+        bad = cli("compare", *args)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr

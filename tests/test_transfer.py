@@ -79,16 +79,31 @@ def test_weights_from_a_local_file(tmp_path: Path) -> None:
         create_model("seed_cnn", (32, 32, 3), 4, weights="imagenet")
 
 
-@pytest.mark.slow
-def test_two_phase_training_freezes_then_fine_tunes_the_top(
-    tmp_path: Path, mobilenet_weights: Path
-) -> None:
+# One configuration for both tests below: a MobileNetV2 backbone from a local weights file,
+# one epoch of the head alone, then one fine-tuning the top 10 layers (no report page: neither
+# test reads it, and Grad-CAM through MobileNetV2 costs seconds).
+TRANSFER = [
+    "data.name=synthetic", "data.image_size=32", "data.val_split=0", "data.train_subset=64",
+    "train.freeze_epochs=1", "train.finetune_layers=10", "train.batch_size=32", "train.precision=fp32",
+    "report.enabled=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_phases(
+    tmp_path_factory: pytest.TempPathFactory, mobilenet_weights: Path
+) -> tuple[Path, list[dict[str, list[np.ndarray]]]]:
+    """A two-epoch transfer run, with the weights of the backbone's layers and of the head
+    before training and after each epoch."""
     import keras
 
-    from cnnkit.runs import load_model
     from cnnkit.workflow import train
 
     snapshots: list[dict[str, list[np.ndarray]]] = []
+
+    def layers(net: object) -> list[object]:
+        backbone = net.get_layer("backbone")  # type: ignore[attr-defined]
+        return [*backbone.layers, net.get_layer("probabilities")]  # type: ignore[attr-defined]
 
     class Snapshot(keras.callbacks.Callback):  # type: ignore[misc]
         def on_train_begin(self, logs: object = None) -> None:
@@ -98,19 +113,25 @@ def test_two_phase_training_freezes_then_fine_tunes_the_top(
         def on_epoch_end(self, epoch: int, logs: object = None) -> None:
             net = self.model.get_layer("mobilenet_v2")
             snapshots.append(
-                {layer.name: [np.array(w) for w in layer.get_weights()] for layer in _layers(net)}
+                {layer.name: [np.array(w) for w in layer.get_weights()] for layer in layers(net)}
             )
 
-    def _layers(net: object) -> list[object]:
-        backbone = net.get_layer("backbone")  # type: ignore[attr-defined]
-        return [*backbone.layers, net.get_layer("probabilities")]  # type: ignore[attr-defined]
+    config = load_config(
+        "transfer", overrides=[*TRANSFER, f"model.weights={mobilenet_weights}", "train.epochs=2"]
+    )
+    run = train(config, tmp_path_factory.mktemp("transfer"), verbose=0, callbacks=[Snapshot()])
+    return run.path, snapshots
 
-    config = load_config("transfer", overrides=[
-        "data.name=synthetic", "data.image_size=32", "data.val_split=0", "data.train_subset=96",
-        f"model.weights={mobilenet_weights}", "train.epochs=2", "train.freeze_epochs=1",
-        "train.finetune_layers=10", "train.batch_size=32", "train.precision=fp32",
-    ])  # fmt: skip
-    run = train(config, tmp_path / "runs", verbose=0, callbacks=[Snapshot()])
+
+@pytest.mark.slow
+def test_two_phase_training_freezes_then_fine_tunes_the_top(
+    two_phases: tuple[Path, list[dict[str, list[np.ndarray]]]],
+) -> None:
+    import keras
+
+    from cnnkit.runs import Run
+
+    path, snapshots = two_phases
     start, first, second = snapshots
 
     def moved(a: dict[str, list[np.ndarray]], b: dict[str, list[np.ndarray]], name: str) -> bool:
@@ -119,7 +140,7 @@ def test_two_phase_training_freezes_then_fine_tunes_the_top(
     # Phase one: the head learns, the backbone (frozen) does not move at all.
     assert moved(start, first, "probabilities")
     assert not any(moved(start, first, name) for name in start if name != "probabilities")
-    model = load_model(run.model_path)
+    model = Run(path).load_model()
     backbone = model.get_layer("backbone")
     layers = backbone.layers
     top = {layer.name for layer in layers[-10:]}
@@ -146,24 +167,17 @@ def test_two_phase_training_freezes_then_fine_tunes_the_top(
 
 
 @pytest.mark.slow
-def test_resume_across_the_phase_boundary(tmp_path: Path, mobilenet_weights: Path) -> None:
+def test_resume_across_the_phase_boundary(
+    tmp_path: Path, mobilenet_weights: Path, two_phases: tuple[Path, object]
+) -> None:
+    from cnnkit.runs import Run
     from cnnkit.workflow import resume, train
 
-    overrides = [
-        "data.name=synthetic", "data.image_size=32", "data.val_split=0", "data.train_subset=64",
-        f"model.weights={mobilenet_weights}", "train.freeze_epochs=1", "train.finetune_layers=5",
-        "train.batch_size=32", "train.precision=fp32",
-    ]  # fmt: skip
-    whole = train(
-        load_config("transfer", overrides=[*overrides, "train.epochs=2"]), tmp_path / "a", verbose=0
-    )
-    half = train(
-        load_config("transfer", overrides=[*overrides, "train.epochs=1"]), tmp_path / "b", verbose=0
-    )
+    whole = Run(two_phases[0])  # both epochs in one go
+    overrides = [*TRANSFER, f"model.weights={mobilenet_weights}", "train.epochs=1"]
+    half = train(load_config("transfer", overrides=overrides), tmp_path, verbose=0)
     resume(half, ["train.epochs=2"], force=True, verbose=0)  # saved in phase one, goes on in two
-    from cnnkit.runs import load_model
-
-    a, b = load_model(whole.model_path), load_model(half.model_path)
+    a, b = whole.load_model(), half.load_model()
     for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
@@ -178,10 +192,10 @@ def test_class_weights_are_balanced() -> None:
 
 def test_weights_that_cannot_load_are_refused_before_a_run_exists(tmp_path: Path) -> None:
     from cnnkit.workflow import train
-    from conftest import run_cli
+    from conftest import cli
 
     runs = tmp_path / "runs"
-    done = run_cli("train", "--runs-dir", str(runs), "data.name=digits", "model.name=mobilenet_v2")
+    done = cli("train", "--runs-dir", str(runs), "data.name=digits", "model.name=mobilenet_v2")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # offline: imagenet
     missing = load_config(overrides=[
         "data.name=digits", "model.name=resnet50", f"model.weights={tmp_path / 'missing.h5'}",

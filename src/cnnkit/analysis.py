@@ -1,7 +1,7 @@
 """The numbers behind the report's pictures, from saved predictions: calibration, the most
 confused class pairs, the most confident mistakes, where over-fitting starts.
 
-Plain numpy on ``probabilities (N, classes)`` and integer ``labels (N,)``; report.py only draws
+Plain numpy on ``probabilities (N, classes)`` and integer ``labels (N,)``; figures.py only draws
 what these return, and tests check them on cases worked out by hand.
 """
 

@@ -12,9 +12,8 @@ A file that does not match the model (another run's, a damaged one) is refused w
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
-import sys
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -23,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.env import is_verbose
+from cnnkit.atomic import atomic_path, atomic_write
 from cnnkit.errors import RunError
 
 FORMAT = 1
-STATE_FILE = "state.npz"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,18 +66,11 @@ def save_state(path: Path, model: Any, state: TrainState) -> None:
             manifest.append([prefix, variable.path, list(value.shape), str(value.dtype)])
     record = {"format": FORMAT, "state": asdict(state), "manifest": manifest}
     arrays["record"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if is_verbose():
-            print(f"cnnkit: checkpoint committed at {state.position}", file=sys.stderr, flush=True)
+        log.debug("checkpoint committed at %s", state.position)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise RunError(
             f"could not write the checkpoint {path} ({exc.strerror or exc}); the previous one is intact: "
             f"free some space, then resume"
@@ -129,33 +121,12 @@ def _generic(path: str) -> str:
     return re.sub(r"_\d+(?=/|$)", "", path)
 
 
-def remove_stale(folder: Path) -> None:
-    """Temporary files a killed process left behind (the files they would have replaced are intact)."""
-    for tmp in folder.glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
-
-
 def save_network(net: Any, path: Path) -> None:
     """``net.save(path)`` atomically (Keras writes the zip in place, so write beside and rename)."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
     try:
-        net.save(tmp)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".keras") as tmp:
+            net.save(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise RunError(
             f"could not write {path} ({exc.strerror or exc}); free some space, then resume"
         ) from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

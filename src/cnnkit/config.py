@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -283,6 +284,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def list_presets() -> list[str]:
+    """The preset names ``--preset`` takes (``cnnkit config --presets`` shows what each changes)."""
     return sorted(PRESETS)
 
 
@@ -336,6 +338,58 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+# ----------------------------------------------------------------------------- changing a run
+
+# Changing these on resume moves nothing but where the data is read from (report.* too: it
+# only decides what is drawn at the end).
+RESUME_FREE = ("data.path", "data.download", "data.cache", "data.cache_mb", "report.")
+# These define the model, the data or the optimizer's variables: a checkpoint cannot carry over
+# a change to them, even with --force (train a new run instead).
+RESUME_FIXED = ("seed", "name", "data.", "augment.", "model.", "train.optimizer",
+                "train.batch_size", "train.precision")  # fmt: skip
+
+
+def resume_config(
+    config: Config, overrides: Iterable[str], force: bool = False
+) -> tuple[Config, dict[str, Any]]:
+    """``config`` with a resume's ``key=value`` overrides applied, and the keys that changed
+    something the checkpoint was trained with (what run.json records).
+
+    Keys in RESUME_FREE may always change; RESUME_FIXED ones never; any other change (such as
+    ``train.epochs`` to train longer) needs ``force``.
+    """
+    changes = dict(parse_override(item) for item in overrides)
+    current = flatten(config.to_dict())
+    changed = {
+        k: v for k, v in changes.items() if not k.startswith(RESUME_FREE) and current.get(k) != v
+    }
+    fixed = [k for k in changed if k.startswith(RESUME_FIXED)]
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot change on resume (the checkpoint depends on it); "
+            f"train a new run with the new setting instead"
+        )
+    if changed and not force:
+        listed = ", ".join(f"{k}: {current.get(k)!r} -> {v!r}" for k, v in changed.items())
+        raise ConfigError(
+            f"resume keeps the run's config, and this would change it ({listed}); "
+            f"add --force to change it anyway (the change is recorded in run.json)"
+        )
+    return config.replace(**changes), changed
+
+
+def with_data_overrides(config: Config, overrides: Iterable[str], verb: str) -> Config:
+    """``config`` with ``data.*`` overrides only (where a run's data is on this machine), for the
+    verbs that read a finished run (evaluate, report)."""
+    changes = dict(parse_override(item) for item in overrides)
+    for key in changes:
+        if not key.startswith("data."):
+            raise ConfigError(
+                f"{verb} takes data.* overrides only (such as data.path), not {key!r}"
+            )
+    return config.replace(**changes)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -356,12 +410,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- key checking
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
 def valid_keys() -> list[str]:
     """Every dotted key a config accepts (``model.params.*`` is free-form)."""
+    return list(_valid_keys())
+
+
+@functools.cache
+def _valid_keys() -> tuple[str, ...]:
+    # The schema is fixed: derived once (get_type_hints is slow: 3 s per config without this).
     keys: list[str] = []
 
     def walk(cls: type, prefix: str) -> None:
@@ -373,13 +434,13 @@ def valid_keys() -> list[str]:
                 keys.append(f"{prefix}{f.name}")
 
     walk(Config, "")
-    return keys
+    return tuple(keys)
 
 
 def _check_key(key: str) -> None:
     if key.startswith("model.params.") and len(key) > len("model.params."):
         return
-    keys = valid_keys()
+    keys = _valid_keys()
     if key not in keys:
         raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, keys)}")
 

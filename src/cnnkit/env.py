@@ -146,6 +146,25 @@ def enable_determinism() -> None:
     # JAX on a CPU is deterministic already; on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true.
 
 
+def require(packages: str | tuple[str, ...], feature: str, extra: str) -> None:
+    """Refuse ``feature`` with a one-line error when an optional package is not installed."""
+    import importlib.util
+
+    from cnnkit.errors import CnnkitError
+
+    names = (packages,) if isinstance(packages, str) else packages
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        what = f"the {names[0]} package" if len(names) == 1 else " and ".join(names)
+        raise CnnkitError(f"{feature} needs {what}: pip install 'cnnkit[{extra}]'")
+
+
+def describe_environment() -> dict[str, Any]:
+    """What ``cnnkit env`` shows: :func:`describe`, and the precision ``train.precision=auto``
+    picks on this machine."""
+    return {**describe(), "precision_auto": resolve_precision("auto")}
+
+
 def describe() -> dict[str, Any]:
     """What a run records about where it ran: versions, backend, CPU, accelerators."""
     keras = import_keras()

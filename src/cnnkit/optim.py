@@ -9,6 +9,7 @@ Keras does not have: PyTorch-style Nesterov SGD with
   ("decoupled"), applied through the momentum as PyTorch does;
 - a learning-rate multiplier for BatchNorm biases (they need a far larger step than the weights);
 - variables frozen after a given step (the whitening layer's bias, after a few epochs);
+  which variables these are, the model says (:func:`cnnkit.models.model_parts`);
 - lookahead: every k steps the weights are pulled back towards a slow copy, by a share that grows
   during training, and the last step hands back the slow copy.
 
@@ -72,7 +73,7 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
 
     ``learning_rate`` is the step for a mean loss (a float or a schedule); ``decay`` the weight
     decay per step at the peak rate; ``peak`` that rate. ``multipliers`` and ``freeze_after`` map a
-    substring of a variable's path to a multiplier and to the step after which it stops moving.
+    variable's path to its learning-rate multiplier and to the step after which it stops moving.
     """
 
     def __init__(
@@ -97,9 +98,6 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
         self.lookahead_every = int(lookahead_every)
         self.total_steps = int(total_steps)
 
-    def _match(self, table: dict[str, Any], variable: Any, default: Any) -> Any:
-        return next((v for key, v in table.items() if key in variable.path), default)
-
     def build(self, variables: list[Any]) -> None:
         if self.built:
             return
@@ -113,8 +111,8 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
         for v, slow in zip(variables, self.slow, strict=False):
             slow.assign(v)
         # Per variable, by position (update_step may be handed the backend's own variable).
-        self._multiplier_of = [float(self._match(self.multipliers, v, 1.0)) for v in variables]
-        self._frozen_at = [self._match(self.freeze_after, v, None) for v in variables]
+        self._multiplier_of = [float(self.multipliers.get(v.path, 1.0)) for v in variables]
+        self._frozen_at = [self.freeze_after.get(v.path) for v in variables]
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         index = self._get_variable_index(variable)
@@ -165,8 +163,12 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
         }
 
 
-def create_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
-    """The optimizer of ``cfg``, its schedule spanning ``cfg.epochs`` epochs of ``steps_per_epoch``."""
+def create_optimizer(cfg: TrainConfig, steps_per_epoch: int, net: Any) -> Any:
+    """The optimizer of ``cfg`` for ``net``, its schedule spanning ``cfg.epochs`` epochs of
+    ``steps_per_epoch``. The fast recipe's ``nesterov`` asks ``net`` which variables are
+    BatchNorm offsets and fitted biases (:func:`cnnkit.models.model_parts`)."""
+    from cnnkit.models import model_parts
+
     total = max(1, cfg.epochs * steps_per_epoch)
     peak = cfg.learning_rate
     decay = cfg.weight_decay
@@ -187,16 +189,17 @@ def create_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
         return keras.optimizers.SGD(
             rate, momentum=cfg.momentum, nesterov=True, weight_decay=decay or None
         )
+    parts = model_parts(net)
     freeze = {}
-    if cfg.whiten_bias_epochs:
-        freeze["whiten/bias"] = cfg.whiten_bias_epochs * steps_per_epoch
+    if cfg.whiten_bias_epochs:  # the fitted (whitening) layer's bias moves for the first epochs
+        freeze = {v.path: cfg.whiten_bias_epochs * steps_per_epoch for v in parts.fitted_biases}
     return NesterovSGD(
         rate,
         peak=peak,
         momentum=cfg.momentum,
         decay=decay,
-        # Keras names BatchNorm's bias "beta": it gets a far larger step than the weights.
-        multipliers={"/beta": cfg.bias_lr_scale},
+        # BatchNorm offsets get a far larger step than the weights.
+        multipliers={v.path: cfg.bias_lr_scale for v in parts.norm_biases},
         freeze_after=freeze,
         lookahead_every=cfg.lookahead,
         total_steps=total,

@@ -1,55 +1,82 @@
-"""Run folders: created fresh (never overwritten), opened by every verb that uses a trained model.
-
-A run folder holds everything needed to rebuild, evaluate and use the model::
+"""Run folders: the one module that knows their layout. Every file's name, its reader and its
+writer are here, and every write is atomic (:mod:`cnnkit.atomic`)::
 
     runs/<name>/
       run.json                 status, classes, input shape, dataset, precision, timings
-      config.yaml              the resolved config
+      config.yaml              the resolved config (written first: it makes the folder resumable)
       env.json                 versions, backend, CPU and accelerators
       model.keras              the model predict/evaluate use (best or last, per train.keep)
+      checkpoints/state.npz    the training state (its format: cnnkit.checkpoint)
       checkpoints/best.keras   best by train.monitor;  checkpoints/last.keras  the last epoch
       history.csv              one row per epoch
       metrics.json             test metrics: loss, accuracy, per-class P/R/F1, confusion matrix
       predictions.npz          the test set's predicted probabilities and labels
-      classification_report.txt, model_summary.txt
-      report.html              the report page, self-contained (report.py); report.json its numbers
+      classification_report.txt, model_summary.txt, skipped_files.csv
+      report.html              the report page, self-contained; report.json its numbers
       figures/*.png            every picture of the report
       tensorboard/             with train.tensorboard=true
+      export/                  cnnkit export: model.onnx, saved_model/, model.tflite, <format>.json
+
+Runs are created fresh (an existing folder is never reused) and opened by every verb that uses
+one (:func:`open_run`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import csv
+import io
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cnnkit.atomic import atomic_path, atomic_write, read_json, write_json, write_text
 from cnnkit.config import Config
 from cnnkit.errors import RunError
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
 MODEL_FILE = "model.keras"
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.npz"
+BEST_FILE = "best.keras"
+LAST_FILE = "last.keras"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+CLASSIFICATION_REPORT_FILE = "classification_report.txt"
+SUMMARY_FILE = "model_summary.txt"
+SKIPPED_FILE = "skipped_files.csv"
+REPORT_FILE = "report.html"
+REPORT_JSON = "report.json"
+FIGURES = "figures"
+TENSORBOARD = "tensorboard"
+EXPORT = "export"
+EXPORT_FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
 LOCK_FILE = ".lock"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder on disk."""
+    """A run folder on disk: where each file is, and how it is read and written."""
 
     path: Path
+
+    # -- where things are -------------------------------------------------------------------------
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
 
     @property
     def model_path(self) -> Path:
@@ -57,38 +84,49 @@ class Run:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
-    def file(self, name: str) -> Path:
-        return self.path / name
+    @property
+    def state_path(self) -> Path:
+        return self.checkpoints / STATE_FILE
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoints / BEST_FILE
+
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoints / LAST_FILE
+
+    @property
+    def figures(self) -> Path:
+        return self.path / FIGURES
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    def export_path(self, fmt: str) -> Path:
+        """Where ``cnnkit export --format fmt`` writes by default."""
+        return self.path / EXPORT / EXPORT_FILES[fmt]
+
+    # -- run.json ---------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, Any]:
-        try:
-            loaded = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(
-                f"{self.path / RUN_FILE} is unreadable ({exc}); the run is damaged"
-            ) from None
+        loaded = self._json(RUN_FILE, "the run is damaged")
         if not isinstance(loaded, dict):
-            raise RunError(f"{self.path / RUN_FILE} is not a run record")
+            raise RunError(f"{self.file(RUN_FILE)} is not a run record")
         return loaded
 
     def update_meta(self, **values: Any) -> dict[str, Any]:
-        meta = self.meta() if (self.path / RUN_FILE).exists() else {}
+        meta = self.meta() if self.file(RUN_FILE).exists() else {}
         meta.update(values)
-        write_json(self.path / RUN_FILE, meta)
+        write_json(self.file(RUN_FILE), meta)
         return meta
-
-    def config(self) -> Config:
-        import yaml
-
-        from cnnkit.errors import ConfigError
-
-        try:
-            values = yaml.safe_load((self.path / CONFIG_FILE).read_text(encoding="utf-8"))
-            return Config.from_dict(values or {})
-        except (OSError, yaml.YAMLError, ConfigError, TypeError, AttributeError) as exc:
-            raise RunError(f"{self.path / CONFIG_FILE} is unreadable ({exc})") from None
 
     @property
     def class_names(self) -> list[str]:
@@ -98,12 +136,150 @@ class Run:
     def complete(self) -> bool:
         return self.meta().get("status") == "complete"
 
+    # -- config.yaml, env.json --------------------------------------------------------------------
 
-def create_run(runs_dir: str | Path, name: str) -> Run:
-    """Make ``runs_dir/name``, or ``name-2``, ``name-3``... : an existing folder is never reused."""
+    def config(self) -> Config:
+        import yaml
+
+        from cnnkit.errors import ConfigError
+
+        try:
+            values = yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8"))
+            return Config.from_dict(values or {})
+        except (OSError, yaml.YAMLError, ConfigError, TypeError, AttributeError) as exc:
+            raise RunError(f"{self.file(CONFIG_FILE)} is unreadable ({exc})") from None
+
+    def write_config(self, config: Config) -> None:
+        write_text(self.file(CONFIG_FILE), config.to_yaml())
+
+    def env(self) -> dict[str, Any]:
+        """env.json's record ({} where it is missing or unreadable: it is only informative)."""
+        try:
+            value = read_json(self.file(ENV_FILE))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def write_env(self, info: dict[str, Any]) -> None:
+        write_json(self.file(ENV_FILE), info)
+
+    # -- history.csv ------------------------------------------------------------------------------
+
+    def history(self) -> dict[str, list[float]]:
+        """history.csv as columns of floats (``epoch`` included); {} where there is none yet."""
+        if not self.file(HISTORY_FILE).is_file():
+            return {}
+        return read_history(self.file(HISTORY_FILE))
+
+    def write_history(self, history: dict[str, list[float]]) -> None:
+        keys = sorted(history)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["epoch", *keys])
+        for i in range(len(next(iter(history.values()), []))):
+            writer.writerow([i, *(history[k][i] for k in keys)])
+        write_text(self.file(HISTORY_FILE), out.getvalue())
+
+    # -- test results -----------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: ``{"test": scores, "kept": "best" | "last"}``."""
+        if not self.file(METRICS_FILE).is_file():
+            raise RunError(f"run {self.path} has no {METRICS_FILE}; it did not finish evaluating")
+        value = self._json(METRICS_FILE, "the run is damaged")
+        if not isinstance(value, dict) or not isinstance(value.get("test"), dict):
+            raise RunError(f"{self.file(METRICS_FILE)} is unreadable; the run is damaged")
+        return value
+
+    def write_metrics(self, scores: dict[str, Any], kept: str) -> None:
+        write_json(self.file(METRICS_FILE), {"test": scores, "kept": kept})
+
+    def predictions(self) -> tuple[Any, Any] | None:
+        """The saved test probabilities (float64) and labels (int64), or None."""
+        import numpy as np
+
+        path = self.file(PREDICTIONS_FILE)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            return saved["probabilities"].astype(np.float64), saved["labels"].astype(np.int64)
+
+    def write_predictions(self, probabilities: Any, labels: Any) -> None:
+        import numpy as np
+
+        with atomic_write(self.file(PREDICTIONS_FILE)) as f:
+            np.savez(f, probabilities=np.asarray(probabilities, np.float32),
+                     labels=np.asarray(labels, np.int32))  # fmt: skip
+
+    def write_classification_report(self, text: str) -> None:
+        write_text(self.file(CLASSIFICATION_REPORT_FILE), text)
+
+    def write_summary(self, lines: list[str]) -> None:
+        write_text(self.file(SUMMARY_FILE), "\n".join(lines) + "\n")
+
+    def write_skipped(self, skipped: tuple[tuple[str, str], ...]) -> Path:
+        """skipped_files.csv: each file the dataset left out, with the reason."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["file", "reason"])
+        writer.writerows(skipped)
+        write_text(self.file(SKIPPED_FILE), out.getvalue())
+        return self.file(SKIPPED_FILE)
+
+    def report_numbers(self) -> dict[str, Any]:
+        """report.json ({} where there is none or it is unreadable)."""
+        try:
+            value = read_json(self.file(REPORT_JSON))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def write_report(self, numbers: dict[str, Any], page: str) -> Path:
+        write_json(self.file(REPORT_JSON), numbers)
+        write_text(self.report_path, page)
+        return self.report_path
+
+    # -- networks ---------------------------------------------------------------------------------
+
+    def keep_model(self, keep: str) -> str:
+        """Make the best (or last) checkpoint the run's model.keras; return which was kept
+        ("last" when "best" was asked and there is none: no validation split)."""
+        if keep == "best" and not self.best_path.is_file():
+            keep = "last"
+        source = self.best_path if keep == "best" else self.last_path
+        with atomic_path(self.model_path) as tmp:
+            shutil.copyfile(source, tmp)
+        return keep
+
+    def load_model(self) -> Any:
+        return load_model(self.model_path)
+
+    def _json(self, name: str, damaged: str) -> Any:
+        try:
+            return read_json(self.file(name))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.file(name)} is unreadable ({exc}); {damaged}") from None
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A history.csv (one row per epoch) as columns of floats; cells that are not numbers: NaN."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                columns.setdefault(key, []).append(float("nan"))
+    return columns
+
+
+def fresh_folder(parent: str | Path, name: str) -> Path:
+    """Make ``parent/name``, or ``name-2``, ``name-3``... : an existing folder is never reused."""
     if not _NAME.match(name):
         raise RunError(f"run name {name!r} must be letters, digits, '.', '_' or '-'")
-    root = Path(runs_dir)
+    root = Path(parent)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -113,13 +289,44 @@ def create_run(runs_dir: str | Path, name: str) -> Run:
     for n in range(1, 10_000):
         path = root / (name if n == 1 else f"{name}-{n}")
         try:
-            path.mkdir()  # atomic: fails if another run took the name first
+            path.mkdir()  # atomic: fails if another process took the name first
         except FileExistsError:
             continue
         except OSError as exc:
             raise RunError(f"cannot create {path}: {exc.strerror}") from None
-        return Run(path)
-    raise RunError(f"{root} already holds 9,999 runs named {name!r}; choose another name")
+        return path
+    raise RunError(f"{root} already holds 9,999 folders named {name!r}; choose another name")
+
+
+def create_run(runs_dir: str | Path, name: str) -> Run:
+    """A new run folder ``runs_dir/name`` (or ``name-2``...): never one that exists."""
+    return Run(fresh_folder(runs_dir, name))
+
+
+def open_run(path: str | Path | Run, model: bool = True) -> Run:
+    """An existing run folder, or a RunError that says what is wrong.
+
+    Always checked, whatever ``path`` is: a folder holding run.json and config.yaml, and with
+    ``model`` (what evaluate, predict, report, export and serve need) its model.keras. Resume
+    and compare open runs with ``model=False``: finished or not.
+    """
+    run = path if isinstance(path, Run) else Run(Path(path))
+    if not run.path.is_dir():
+        raise RunError(
+            f"{run.path} is not a folder; pass the run folder that `cnnkit train` printed"
+        )
+    missing = [name for name in (RUN_FILE, CONFIG_FILE) if not run.file(name).is_file()]
+    if missing:
+        raise RunError(
+            f"{run.path} is not a cnnkit run (no {' or '.join(missing)}); "
+            f"pass the run folder that `cnnkit train` printed"
+        )
+    if model and not run.model_path.is_file():
+        status = run.meta().get("status", "unknown")
+        raise RunError(
+            f"run {run.path} has no {MODEL_FILE} (status: {status}); train it to the end first"
+        )
+    return run
 
 
 @contextlib.contextmanager
@@ -130,7 +337,7 @@ def lock_run(run: Run) -> Iterator[None]:
     """
     import fcntl
 
-    handle = (run.path / LOCK_FILE).open("a+")
+    handle = run.file(LOCK_FILE).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -159,39 +366,6 @@ def require_free_space(folder: Path, needed: int) -> None:
         )
 
 
-def open_run_folder(path: str | Path | Run) -> Run:
-    """An existing run folder, finished or not (run.json and config.yaml), or a RunError."""
-    run = path if isinstance(path, Run) else Run(Path(path))
-    if not run.path.is_dir():
-        raise RunError(
-            f"{run.path} is not a folder; pass the run folder that `cnnkit train` printed"
-        )
-    if not run.file(RUN_FILE).is_file() or not run.file(CONFIG_FILE).is_file():
-        raise RunError(f"{run.path} is not a cnnkit run (no {RUN_FILE} or {CONFIG_FILE})")
-    return run
-
-
-def open_run(path: str | Path | Run) -> Run:
-    """An existing run folder with a model, or a RunError that says what is wrong."""
-    if isinstance(path, Run):
-        return path
-    folder = Path(path)
-    if not folder.is_dir():
-        raise RunError(f"{folder} is not a folder; pass the run folder that `cnnkit train` printed")
-    if not (folder / RUN_FILE).is_file():
-        raise RunError(
-            f"{folder} is not a cnnkit run (no {RUN_FILE}); "
-            f"pass the run folder that `cnnkit train` printed"
-        )
-    run = Run(folder)
-    if not run.model_path.is_file():
-        status = run.meta().get("status", "unknown")
-        raise RunError(
-            f"run {folder} has no {MODEL_FILE} (status: {status}); train it to the end first"
-        )
-    return run
-
-
 def load_model(path: Path) -> Any:
     """Load a ``.keras`` file in Keras safe mode; a damaged or foreign file is a RunError."""
     from cnnkit.env import import_keras
@@ -208,41 +382,5 @@ def load_model(path: Path) -> Any:
         raise RunError(f"{path} is not a loadable Keras model ({reason})") from None
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    write_text(path, json.dumps(value, indent=2, default=_jsonable) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files read like any other
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -15,8 +15,7 @@ mid-epoch), and the :class:`Checkpointer` callback commits the state after each 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
+import logging
 import math
 import signal
 import sys
@@ -28,24 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.checkpoint import (
-    STATE_FILE,
-    TrainState,
-    load_state,
-    save_network,
-    save_state,
-    saved_position,
-)
+from cnnkit.checkpoint import TrainState, load_state, save_network, save_state, saved_position
 from cnnkit.config import AugmentConfig, TrainConfig
 from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
 from cnnkit.env import import_keras
 from cnnkit.errors import TrainingDiverged, TrainingInterrupted
-from cnnkit.models.transfer import BACKBONE
+from cnnkit.log import notice
+from cnnkit.models import model_parts
 from cnnkit.optim import create_optimizer, steps_per_epoch
-from cnnkit.runs import Run, write_text
+from cnnkit.runs import Run
 
 keras = import_keras()  # this module is only imported to train
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,9 +68,10 @@ def measure_speed(
     steps: int = 6,
 ) -> float:
     """Steady-state training images/s of a throwaway copy of the model (median step time)."""
-    model = training_model(build(), create_augmenter(augment, 0))
+    net = build()
+    model = training_model(net, create_augmenter(augment, 0))
     model.compile(
-        optimizer=create_optimizer(cfg, steps_per_epoch(len(train), cfg.batch_size)),
+        optimizer=create_optimizer(cfg, steps_per_epoch(len(train), cfg.batch_size), net),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
     )
     batch = cfg.batch_size
@@ -102,9 +97,8 @@ class _StepTimer(keras.callbacks.Callback):  # type: ignore[misc]
 
 def adapt_layers(net: Any, images: np.ndarray) -> None:
     """Fit the layers that learn from the data before training (``adapt``), such as whitening."""
-    for layer in net.layers:
-        if callable(getattr(layer, "adapt", None)):
-            layer.adapt(images)
+    for layer in model_parts(net).fitted:
+        layer.adapt(images)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -132,17 +126,16 @@ def fit(
     augment = augment or AugmentConfig(enabled=False)
     model = training_model(net, create_augmenter(augment, seed))
     steps = steps_per_epoch(len(train), cfg.batch_size)
-    state_file = run.checkpoints / STATE_FILE
+    state_file = run.state_path
     resuming = resume and state_file.is_file()
     # Compiled as when the checkpoint was saved (its optimizer's variables are those of that
     # phase); at a phase boundary the loop below then moves on, as an uninterrupted run does.
     epoch, step = saved_position(state_file) if resuming else (0, 0)
     phase = training_phase(net, cfg, epoch - 1 if epoch and not step else epoch)
     if cfg.freeze_epochs and phase == "all":
-        print(
-            "cnnkit: train.freeze_epochs ignored: the model has no pretrained backbone "
-            "(model.weights=none trains it whole, from scratch)",
-            flush=True,
+        log.info(
+            "train.freeze_epochs ignored: the model has no pretrained backbone "
+            "(model.weights=none trains it whole, from scratch)"
         )
     compile_phase(model, net, cfg, steps, phase)
     if resuming:
@@ -169,7 +162,7 @@ def fit(
     # The timer first: it adds to the logs; the user's last: they see the finished logs.
     all_callbacks = [timer, checkpointer, *(callbacks or [])]
     if cfg.tensorboard:  # after the timer, so that epoch times and images/s are logged too
-        board = keras.callbacks.TensorBoard(run.file("tensorboard"), write_graph=False)
+        board = keras.callbacks.TensorBoard(run.tensorboard, write_graph=False)
         all_callbacks.insert(2, board)
     with _stop_on_signals(checkpointer):
         while state.epoch < cfg.epochs and not checkpointer.stop_early:
@@ -207,9 +200,9 @@ def fit(
 
 
 def training_phase(net: Any, cfg: TrainConfig, epoch: int) -> str:
-    """ "all" for networks without a backbone; else "frozen" for the first train.freeze_epochs
-    epochs, then "finetune"."""
-    if not any(layer.name == BACKBONE for layer in net.layers):
+    """ "all" for networks without a pretrained backbone; else "frozen" for the first
+    train.freeze_epochs epochs, then "finetune"."""
+    if model_parts(net).backbone is None:
         return "all"
     return "frozen" if epoch < cfg.freeze_epochs else "finetune"
 
@@ -224,7 +217,7 @@ def compile_phase(model: Any, net: Any, cfg: TrainConfig, steps: int, phase: str
     import dataclasses
 
     if phase != "all":
-        backbone = next(layer for layer in net.layers if layer.name == BACKBONE)
+        backbone = model_parts(net).backbone
         backbone.trainable = phase == "finetune"
         if phase == "finetune":
             layers = backbone.layers
@@ -234,7 +227,7 @@ def compile_phase(model: Any, net: Any, cfg: TrainConfig, steps: int, phase: str
                 layer.trainable = i >= cut and not is_norm
             cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate * cfg.finetune_lr_scale)
     model.compile(
-        optimizer=create_optimizer(cfg, steps),
+        optimizer=create_optimizer(cfg, steps, net),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
@@ -294,11 +287,7 @@ def _stop_on_signals(checkpointer: Checkpointer) -> Iterator[None]:
     def request_stop(signum: int, frame: Any) -> None:
         checkpointer.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(
-            "\ncnnkit: stopping after this batch to save a checkpoint (Ctrl-C again quits at once)",
-            file=sys.stderr,
-            flush=True,
-        )
+        notice("stopping after this batch to save a checkpoint (Ctrl-C again quits at once)")
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in saved:
@@ -377,8 +366,8 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         self._write_history()
         if self.state.step == 0 and self.state.epoch > 0:
             # Written just after the commit, so one older than the commit missed it.
-            for name, due in (("last", True), ("best", self.state.best_epoch == self.state.epoch)):
-                path = self.run.checkpoints / f"{name}.keras"
+            best_due = self.state.best_epoch == self.state.epoch
+            for path, due in ((self.run.last_path, True), (self.run.best_path, best_due)):
                 if due and (not path.is_file() or path.stat().st_mtime < self.state.saved_at):
                     save_network(self.net, path)
 
@@ -421,7 +410,7 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         state.partial_seconds = self._base_partial_seconds + elapsed
         state.seconds = self._base_seconds + elapsed
         state.step = steps
-        save_state(self.run.checkpoints / STATE_FILE, self.model, state)
+        save_state(self.run.state_path, self.model, state)
 
     # -- epochs -----------------------------------------------------------------------------------
 
@@ -452,34 +441,25 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
                 state.best, state.best_epoch, improved = float(value), epoch + 1, True
         state.epoch, state.step = epoch + 1, 0
         state.partial_logs, state.partial_samples, state.partial_seconds = {}, 0, 0.0
-        save_state(self.run.checkpoints / STATE_FILE, self.model, state)  # the commit point
+        save_state(self.run.state_path, self.model, state)  # the commit point
         self._write_history()
-        save_network(self.net, self.run.checkpoints / "last.keras")
+        save_network(self.net, self.run.last_path)
         if improved:
-            save_network(self.net, self.run.checkpoints / "best.keras")
+            save_network(self.net, self.run.best_path)
         # One Keras fit call per epoch: the next epoch's images are augmented and ordered anew.
         self.model.stop_training = True
         patience = self.cfg.early_stopping
         if patience and state.best_epoch is not None and state.epoch - state.best_epoch >= patience:
             self.stop_early = True
-            print(
-                f"cnnkit: early stopping: no better {self.cfg.monitor} for {patience} epochs "
-                f"(best at epoch {state.best_epoch})",
-                flush=True,
-            )
+            log.info(
+                "early stopping: no better %s for %d epochs (best at epoch %d)",
+                self.cfg.monitor, patience, state.best_epoch,
+            )  # fmt: skip
         if self.stop_requested and state.epoch < self.cfg.epochs:
             raise TrainingInterrupted(self._interrupted_message())
 
     def _write_history(self) -> None:
-        history = self.state.history
-        keys = sorted(history)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["epoch", *keys])
-        rows = len(next(iter(history.values()), []))
-        for i in range(rows):
-            writer.writerow([i, *(history[k][i] for k in keys)])
-        write_text(self.run.file("history.csv"), out.getvalue())
+        self.run.write_history(self.state.history)
 
     def _interrupted_message(self) -> str:
         return (

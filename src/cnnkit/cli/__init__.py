@@ -1,7 +1,9 @@
-"""The ``cnnkit`` command. Each verb is a small module with ``add_parser`` and ``run``.
+"""The ``cnnkit`` command. Each verb is a small module with ``add_parser`` and ``run``; ``run``
+calls one function of the Python API and prints its answer.
 
 Only argparse and the config module are imported here, so ``cnnkit --help`` is instant; the verbs
-import Keras when they run. Bad input ends in a one-line error and exit status 2; ``--debug``
+import Keras when they run. Messages are the ``cnnkit`` logger's, shown as ``cnnkit: ...`` lines
+(:func:`cnnkit.log.show`). Bad input ends in a one-line error and exit status 2; ``--debug``
 shows the traceback instead.
 """
 
@@ -60,10 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.extras_dest is None or any(e.startswith("-") for e in extras):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         getattr(args, args.extras_dest).extend(extras)
+    from cnnkit import log
     from cnnkit.env import set_verbose
     from cnnkit.errors import CnnkitError
 
     set_verbose(args.debug)
+    log.show(debug=args.debug)
     try:
         return int(args.handler(args) or 0)
     except CnnkitError as exc:

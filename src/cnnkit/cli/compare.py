@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 
@@ -32,17 +31,11 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.compare import compare, config_cell, text_table, write_comparison
-    from cnnkit.runs import create_run
+    from cnnkit.comparison import compare, config_cell, text_table
 
-    comparison = compare(args.runs)
-    if args.out:
-        out = Path(args.out)
-    else:
-        joined = "-".join(r.path.name for r in comparison.runs)
-        out = comparison.runs[0].path.parent / f"compare-{joined}"[:80]
-    folder = create_run(out.parent, out.name).path  # a fresh folder, whatever exists already
-    write_comparison(comparison, folder)
+    comparison = compare(args.runs, args.out)
+    folder = comparison.folder
+    assert folder is not None
     if args.json:
         print(json.dumps({**comparison.to_dict(), "folder": str(folder)}, indent=2))
         return 0

@@ -35,18 +35,16 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.errors import CnnkitError
-    from cnnkit.inspect import draw_samples, inspect_folder
+    from cnnkit.data.inspection import inspect_folder
 
-    if args.per_class < 1:
-        raise CnnkitError("--per-class must be 1 or more")
-    report = inspect_folder(args.dir)
-    grid = Path(args.grid) if args.grid else _free(Path(f"{Path(report.root).name}-samples.png"))
-    if args.grid and grid.exists():
-        raise CnnkitError(f"{grid} exists; choose another --grid path (it is never overwritten)")
-    draw_samples(report, grid, args.per_class)
+    grid = (
+        Path(args.grid)
+        if args.grid
+        else _free(Path(f"{Path(args.dir).resolve().name}-samples.png"))
+    )
+    report = inspect_folder(args.dir, grid, args.per_class)
     if args.json:
-        print(json.dumps({**report.to_dict(), "grid": str(grid)}, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return 0
     print(f"{report.root}: layout {report.layout}, {len(report.classes)} classes")
     parts = list(report.counts)

@@ -16,10 +16,9 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit import env
+    from cnnkit.env import describe_environment
 
-    info = env.describe()
-    info["precision_auto"] = env.resolve_precision("auto")
+    info = describe_environment()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

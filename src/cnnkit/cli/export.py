@@ -27,9 +27,9 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.export import ATOL, export_run
+    from cnnkit.exporter import ATOL, export
 
-    done = export_run(args.run, args.format, args.out, args.force)
+    done = export(args.run, args.format, args.out, args.force)
     p = done.parity
     for note in done.notes:
         print(f"cnnkit: note: {note}")

@@ -56,7 +56,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import CnnkitError, ImageError
-    from cnnkit.predict import Prediction, Predictor, expand_paths
+    from cnnkit.predictor import Prediction, Predictor, expand_paths
 
     if args.top_k < 1:
         raise CnnkitError("--top-k must be 1 or more")

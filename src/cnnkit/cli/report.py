@@ -28,7 +28,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.workflow import report
+    from cnnkit.reporter import report
 
     written = report(args.run, args.overrides)
     for note in written.notes:

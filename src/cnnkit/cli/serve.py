@@ -51,44 +51,9 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.errors import CnnkitError
+    from cnnkit.service import Limits, serve
 
-    try:
-        import uvicorn
-    except ImportError:
-        raise CnnkitError(
-            "cnnkit serve needs fastapi and uvicorn: pip install 'cnnkit[serve]'"
-        ) from None
-    from cnnkit.predict import Predictor
-    from cnnkit.serve import Limits, create_app
-
-    _check_port(args.host, args.port)  # before loading the model, and before saying "serving"
     limits = Limits(max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels,
                     max_images=args.max_images, timeout=args.timeout, max_batch=args.max_batch)  # fmt: skip
-    predictor = Predictor(args.run, engine=args.engine)
-    app = create_app(predictor, limits, args.tta)
-    print(
-        f"cnnkit: serving {predictor.run.path} ({len(predictor.class_names)} classes, engine "
-        f"{args.engine}) at http://{args.host}:{args.port}/  (API: /predict, /docs)",
-        flush=True,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=5)
+    serve(args.run, args.host, args.port, args.engine, args.tta, limits)
     return 0
-
-
-def _check_port(host: str, port: int) -> None:
-    """A one-line error now for an address that is taken or not ours, rather than uvicorn's
-    log line after start-up."""
-    import socket
-
-    from cnnkit.errors import CnnkitError
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind((host, port))
-    except OSError as exc:
-        raise CnnkitError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port (or --host), "
-            f"or stop what is using it"
-        ) from None

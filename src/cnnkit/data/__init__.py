@@ -69,6 +69,7 @@ _SOURCES: dict[str, Callable[[DataConfig], Source]] = {
 
 
 def list_datasets() -> list[str]:
+    """The dataset names ``data.name`` takes."""
     return sorted(_SOURCES)
 
 

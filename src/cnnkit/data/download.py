@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from cnnkit.atomic import atomic_path
 from cnnkit.errors import DataError
+from cnnkit.log import notice
 
 DATA_DIR_ENV = "CNNKIT_DATA_DIR"
 OFFLINE_ENV = "CNNKIT_OFFLINE"  # set to 1 to forbid downloads (the tests do)
@@ -45,21 +45,15 @@ def download(url: str, target: Path, md5: str) -> Path:
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise DataError(f"downloads are disabled ({OFFLINE_ENV} is set)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
     try:
-        print(f"cnnkit: downloading {url} to {target}", file=sys.stderr)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        got = file_md5(tmp)
-        if got != md5:
-            raise DataError(f"download of {url} has md5 {got}, expected {md5}; try again later")
-        os.replace(tmp, target)
+        notice(f"downloading {url} to {target}")
+        with atomic_path(target) as tmp:  # the file appears only complete and checked
+            with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, out, 1 << 20)
+            got = file_md5(tmp)
+            if got != md5:
+                raise DataError(f"download of {url} has md5 {got}, expected {md5}; try again later")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"could not download {url}: {reason}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

@@ -19,9 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.atomic import atomic_path
 from cnnkit.config import DataConfig
 from cnnkit.data.base import ImageArray, Source, Split, stratified_split, take
 from cnnkit.data.download import cache_dir
 from cnnkit.data.images import load_image
 from cnnkit.errors import DataError, ImageError
+from cnnkit.log import notice
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 PART_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -327,15 +326,11 @@ def decoded_on_disk(files: Sequence[Path], size: int) -> tuple[DiskImages, list[
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is made again
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_path(folder) as tmp:  # another process may be making the same entry
+        tmp.mkdir()
         with (tmp / "images.u8").open("wb") as out:
             good, bad = decode(files, size, lambda rows: out.write(rows.tobytes()))
         (tmp / "index.json").write_text(json.dumps({"good": good, "bad": bad}))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return DiskImages(folder / "images.u8", np.arange(len(good)), size), good, bad
 
 
@@ -370,11 +365,7 @@ def load(cfg: DataConfig) -> Source:
     mode = cfg.cache
     if mode == "auto":
         mode = "memory" if total * size * size * CHANNELS <= cfg.cache_mb * 1e6 else "disk"
-    print(
-        f"cnnkit: {found.root}: decoding {total} images to {size}x{size} RGB (data.cache={mode})",
-        file=sys.stderr,
-        flush=True,
-    )
+    notice(f"{found.root}: decoding {total} images to {size}x{size} RGB (data.cache={mode})")
     skipped = list(found.skipped)
     decoded: dict[str, tuple[np.ndarray | ImageArray, list[str]]] = {}
     for part, entries in found.parts.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cnnkit.config import did_you_mean
@@ -28,11 +29,13 @@ def _load_builtin() -> None:
 
 
 def list_models() -> list[str]:
+    """The registered model names (``cnnkit models`` shows them with their parameters)."""
     _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_factory(name: str) -> Factory:
+    """The factory registered as ``name`` (a ConfigError naming the closest one otherwise)."""
     _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model model.name={name!r}{did_you_mean(name, _REGISTRY)}")
@@ -108,6 +111,58 @@ def create_model(
     check_weights(name, weights)
     extra = {"weights": weights} if takes_weights(name) else {}
     return get_factory(name)(tuple(input_shape), int(num_classes), **extra, **params)
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """What training recipes treat specially, as a model declares it (:func:`model_parts`).
+
+    Recipes ask for these instead of matching layer or variable names, so that a model can name
+    its layers as it likes and a new model states what it has.
+    """
+
+    backbone: Any = None  # a pretrained part: frozen first, then fine-tuned (train.freeze_epochs)
+    norm_biases: list[Any] = field(default_factory=list)  # BatchNorm offsets: their own step size
+    fitted: list[Any] = field(default_factory=list)  # layers fitted to the data before training
+    fitted_biases: list[Any] = field(default_factory=list)  # their trainable biases
+
+
+def model_parts(net: Any) -> ModelParts:
+    """The parts of ``net`` that recipes treat specially.
+
+    - ``backbone``: the layer a transfer model marks as its pretrained backbone
+      (:func:`cnnkit.models.transfer.pretrained_backbone`); None for networks trained whole.
+    - ``norm_biases``: the offset (beta) of every BatchNormalization layer; the fast recipe steps
+      them ``train.bias_lr_scale`` times faster than the weights.
+    - ``fitted``: layers that learn from the training images before training, by ``adapt`` (the
+      fast network's patch whitening); ``fitted_biases`` their trainable variables, which the
+      fast recipe freezes after ``train.whiten_bias_epochs`` epochs.
+    """
+    from cnnkit.env import import_keras
+    from cnnkit.models.transfer import pretrained_backbone
+
+    keras = import_keras()
+    norm = keras.layers.BatchNormalization
+    # Only the network's own layers are fitted: a backbone's inner preprocessing (EfficientNet's
+    # Normalization) keeps what it learned on ImageNet.
+    fitted = [layer for layer in net.layers if callable(getattr(layer, "adapt", None))]
+    return ModelParts(
+        backbone=pretrained_backbone(net),
+        norm_biases=[
+            layer.beta for layer in _all_layers(net) if isinstance(layer, norm) and layer.center
+        ],
+        fitted=fitted,
+        fitted_biases=[v for layer in fitted for v in layer.trainable_variables],
+    )
+
+
+def _all_layers(net: Any) -> list[Any]:
+    """The layers of ``net`` and of the models nested in it, depth first."""
+    found = []
+    for layer in getattr(net, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
 
 
 def count_flops(model: Any) -> int:

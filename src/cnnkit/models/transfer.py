@@ -4,8 +4,8 @@ Each model takes raw pixels 0..255 like every cnnkit model: the backbone's own p
 (ResNet50's caffe-style BGR mean subtraction, MobileNetV2's [-1, 1]; EfficientNet has its own
 inside) is a layer of the model, grey images are repeated to three channels, and images smaller
 than 32x32 are enlarged to it (the backbones' minimum). The backbone is the layer named
-"backbone"; the trainer freezes it for the first ``train.freeze_epochs`` epochs and then
-fine-tunes its top, its BatchNorm layers always frozen (in Keras 3 a non-trainable BatchNorm runs
+"backbone" (:func:`pretrained_backbone` finds it for the recipes); the trainer freezes it for the
+first ``train.freeze_epochs`` epochs and then fine-tunes its top, its BatchNorm layers always frozen (in Keras 3 a non-trainable BatchNorm runs
 in inference mode, so their ImageNet statistics never move; the ``training=False`` of the call
 alone does not ensure that when the model is called in training mode). With
 ``weights=none`` the same network trains from scratch as a whole (layer "features", BatchNorm
@@ -30,6 +30,11 @@ keras = import_keras()
 ops = keras.ops
 MIN_SIZE = 32
 BACKBONE = "backbone"  # the pretrained part; cnnkit.trainer freezes, then fine-tunes it
+
+
+def pretrained_backbone(net: Any) -> Any | None:
+    """The pretrained backbone of a transfer model (a layer of ``net``), or None."""
+    return next((layer for layer in net.layers if layer.name == BACKBONE), None)
 
 
 @keras.saving.register_keras_serializable(package="cnnkit")

@@ -1,4 +1,5 @@
-"""Predictor: a run folder's model and class names, shared by the CLI, the server and the tests."""
+"""Predictor: a run folder's model and class names, shared by the CLI, the server and the tests;
+and ``predict(run, paths)``, what ``cnnkit predict`` does."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from cnnkit.data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from cnnkit.data.images import load_image
 from cnnkit.errors import ImageError
 from cnnkit.metrics import predict_probabilities
-from cnnkit.runs import Run, load_model, open_run
+from cnnkit.runs import Run, open_run
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class Predictor:
         (``cnnkit export``) in its own runtime."""
         self.run = open_run(run)
         if engine == "keras":
-            self.model = load_model(self.run.model_path)
+            self.model = self.run.load_model()
         else:
-            from cnnkit.export import FORMATS, ExportError, read_export, runtime
+            from cnnkit.exporter import FORMATS, ExportError, read_export, runtime
 
             if engine not in FORMATS:
                 raise ExportError(
@@ -100,6 +101,23 @@ class Predictor:
     def _top(self, source: str, probabilities: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probabilities)[: max(1, top_k)]
         return Prediction(source, [(self.class_names[i], float(probabilities[i])) for i in order])
+
+
+def predict(
+    run: Run | str | Path,
+    paths: Iterable[str | Path],
+    top_k: int = 5,
+    batch_size: int = 256,
+    engine: str = "keras",
+) -> tuple[list[Prediction], list[ImageError]]:
+    """Top-k classes for image files, folders (every image under them) and glob patterns, with
+    ``run``'s model (``cnnkit predict``); files that cannot be read come back as errors, in order.
+
+    For many files, :meth:`Predictor.predict_iter` gives the answers as they come.
+    """
+    files, errors = expand_paths([str(p) for p in paths])
+    predictions, unreadable = Predictor(run, batch_size, engine).predict(files, top_k)
+    return predictions, errors + unreadable
 
 
 # The suffixes a training folder is read by, and TIFF (which PIL reads too).

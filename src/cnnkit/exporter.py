@@ -17,8 +17,6 @@ network's (tolerance ATOL) and its top-1 class with that of the run's own model.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.atomic import atomic_path, read_json, remove, write_json
 from cnnkit.errors import CnnkitError
-from cnnkit.runs import Run, load_model, open_run, write_json
+from cnnkit.runs import EXPORT_FILES, Run, open_run
 
-FORMATS = ("onnx", "saved_model", "tflite")
-FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
+FORMATS = tuple(EXPORT_FILES)
 ATOL = 1e-4  # largest difference allowed between exported and Keras float32 probabilities
 PARITY_IMAGES = 1000
 
@@ -84,36 +82,33 @@ def float32_network(model: Any) -> Any:
     return copy
 
 
-def export_run(
-    run: Run | str | Path, fmt: str, out: Path | None = None, force: bool = False,
+def export(
+    run: Run | str | Path, fmt: str, out: str | Path | None = None, force: bool = False,
     parity_images: int = PARITY_IMAGES,
 ) -> Exported:  # fmt: skip
-    """Export ``run``'s model as ``fmt`` (default place RUN/export/), then check its parity."""
+    """Export ``run``'s model as ``fmt`` (onnx, saved_model or tflite; ``cnnkit export``) to
+    ``out`` (default RUN/export/), then check that it answers as Keras does on up to
+    ``parity_images`` test images. The file appears only once it is complete; an existing one
+    is replaced only with ``force``. A parity failure is an ExportError (the file is kept)."""
     from cnnkit.env import import_keras
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     import_keras()
     run = open_run(run)
-    target = out or run.path / "export" / FILES[fmt]
+    target = Path(out) if out else run.export_path(fmt)
     if target.exists() and not force:
         raise ExportError(f"{target} exists; pass --force to replace it, or --out PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = load_model(run.model_path)
+    model = run.load_model()
     network = float32_network(model)
     images, source, notes = _parity_images(run, model, parity_images)
     network.predict(images[:2], verbose=0)  # Keras exports only a model that has been called
     start = time.perf_counter()
-    tmp = target.with_name(f".{target.name}.tmp")
-    _remove(tmp)
-    try:
+    with atomic_path(target) as tmp:
         _write(network, fmt, tmp)
         seconds = time.perf_counter() - start
         parity = check_parity(fmt, tmp, network, model, images, source)
-        _remove(target)
-        tmp.replace(target)
-    finally:
-        _remove(tmp)
     result = Exported(fmt, target, round(seconds, 2), parity, notes)
     write_json(target.parent / f"{fmt}.json", result.to_dict())
     if not parity.passed:
@@ -123,13 +118,6 @@ def export_run(
             f"{parity.top1_agreement_float32:.2%}; the file is kept for inspection"
         )
     return result
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _write(network: Any, fmt: str, path: Path) -> None:
@@ -147,7 +135,7 @@ def _write(network: Any, fmt: str, path: Path) -> None:
                 converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
                 path.write_bytes(converter.convert())
             finally:
-                _remove(staging)
+                remove(staging)
     except ImportError as exc:
         raise ExportError(
             f"exporting to {fmt} needs {exc.name or 'a package'}: pip install 'cnnkit[export]'"
@@ -262,12 +250,12 @@ def check_parity(
 
 def read_export(run: Run, fmt: str) -> Path:
     """The run's export in ``fmt`` (RUN/export/...), or an error that says how to make it."""
-    path = run.path / "export" / FILES[fmt]
+    path = run.export_path(fmt)
     if not path.exists():
         raise ExportError(
             f"{run.path} has no {fmt} export; make it with: cnnkit export {run.path} --format {fmt}"
         )
     record = path.parent / f"{fmt}.json"
-    if record.is_file() and not json.loads(record.read_text(encoding="utf-8"))["parity"]["passed"]:
+    if record.is_file() and not read_json(record)["parity"]["passed"]:
         raise ExportError(f"{path} failed its parity check ({record}); export it again")
     return path

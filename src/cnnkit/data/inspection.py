@@ -1,5 +1,5 @@
-"""What is in an image folder, before training on it: numbers in :func:`inspect_folder`, the
-sample grid in :func:`draw_samples`.
+"""What is in an image folder, before training on it (``cnnkit data inspect``): numbers in
+:func:`inspect_folder`, the sample grid in :func:`draw_samples`.
 
 Every file is opened and fully decoded (a truncated JPEG only fails when decoded), and hashed,
 so that byte-identical copies across the train, val and test parts are found: such copies make a
@@ -49,10 +49,12 @@ class FolderReport:
     duplicates_across_parts: list[list[str]]  # groups of byte-identical files in several parts
     duplicates_within_parts: int  # extra copies inside one part
     files: list[FileFacts] = field(default_factory=list, repr=False)
+    grid: Path | None = None  # the sample grid, where one was drawn
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         del values["files"]
+        values["grid"] = None if self.grid is None else str(self.grid)
         if not np.isfinite(self.imbalance):
             values["imbalance"] = None
         return values
@@ -73,7 +75,26 @@ def _facts(path: Path, part: str, label: str) -> FileFacts:
     return facts
 
 
-def inspect_folder(root: str | Path) -> FolderReport:
+def inspect_folder(
+    root: str | Path, grid: str | Path | None = None, per_class: int = 8
+) -> FolderReport:
+    """What training would see in the image folder ``root`` (``cnnkit data inspect``): classes,
+    counts, sizes, formats, unreadable files, duplicates across parts. With ``grid``, also draw
+    ``per_class`` sample images of each class there (a PNG; an existing file is never replaced).
+    """
+    from cnnkit.errors import CnnkitError
+
+    if per_class < 1:
+        raise CnnkitError("--per-class must be 1 or more")
+    if grid is not None and Path(grid).exists():
+        raise CnnkitError(f"{grid} exists; choose another --grid path (it is never overwritten)")
+    report = _inspect(root)
+    if grid is not None:
+        report.grid = draw_samples(report, Path(grid), per_class)
+    return report
+
+
+def _inspect(root: str | Path) -> FolderReport:
     found = scan(root)
     jobs = [(f, part, label) for part, files in found.parts.items() for f, label in files]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -125,38 +146,17 @@ def inspect_folder(root: str | Path) -> FolderReport:
 
 
 def draw_samples(report: FolderReport, path: Path, per_class: int = 8, seed: int = 0) -> Path:
-    """A grid: one row per class (at most 50), ``per_class`` random readable images each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """A grid: one row per class (at most 50), ``per_class`` random readable training images each."""
     from cnnkit.data.images import load_image
+    from cnnkit.figures import plot_samples
 
     rng = np.random.default_rng(seed)
-    classes = report.classes[:50]
-    rows = max(1, len(classes))
-    fig, axes = plt.subplots(
-        rows, per_class, figsize=(1.3 * per_class + 1.6, 1.3 * rows + 0.6), squeeze=False
-    )
-    for r, name in enumerate(classes):
+    rows = []
+    for name in report.classes[:50]:
         files = [f for f in report.files if f.label == name and not f.error and f.part == "train"]
         picked = rng.choice(len(files), size=min(per_class, len(files)), replace=False)
-        for c in range(per_class):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(picked):
-                ax.imshow(load_image(files[picked[c]].path, (96, 96), 3))
-        axes[r][0].set_ylabel(
-            f"{name}\n({report.counts['train'].get(name, 0)})", rotation=0, ha="right",
-            va="center", fontsize=10,
-        )  # fmt: skip
+        images = [load_image(files[i].path, (96, 96), 3) for i in picked]
+        rows.append((f"{name}\n({report.counts['train'].get(name, 0)})", images))
     more = f" (first 50 of {len(report.classes)} classes)" if len(report.classes) > 50 else ""
-    fig.suptitle(f"{Path(report.root).name}: random training images per class{more}", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    title = f"{Path(report.root).name}: random training images per class{more}"
+    return plot_samples(rows, path, title, per_class)
