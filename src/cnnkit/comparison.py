@@ -51,6 +51,13 @@ class Comparison:
     folder: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def page(self) -> Path:
+        """compare.html, once the comparison is written."""
+        if self.folder is None:
+            raise ValueError("the comparison has not been written (compare() writes it)")
+        return self.folder / "compare.html"
+
     def rows(self) -> list[dict[str, Any]]:
         return [r.row() for r in self.runs]
 
@@ -140,7 +147,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> Comparison:
     labels = [r.label for r in comparison.runs]
     page = compare_page(labels, [r.path for r in comparison.runs], metrics, differences,
                         comparison.figures)  # fmt: skip
-    write_text(folder / "compare.html", page)
+    write_text(comparison.page, page)
     return comparison
 
 

@@ -34,10 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.comparison import compare, config_cell, text_table
 
     comparison = compare(args.runs, args.out)
-    folder = comparison.folder
-    assert folder is not None
     if args.json:
-        print(json.dumps({**comparison.to_dict(), "folder": str(folder)}, indent=2))
+        print(json.dumps({**comparison.to_dict(), "folder": str(comparison.page.parent)}, indent=2))
         return 0
     print(text_table(comparison.rows()))
     if comparison.differences:
@@ -51,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         ]
         print(text_table(rows))
     print()
-    print(f"{folder / 'compare.html'}")
+    print(comparison.page)
     return 0
