@@ -33,10 +33,6 @@ def set_verbose(verbose: bool) -> None:
     _VERBOSE = verbose
 
 
-def is_verbose() -> bool:
-    return _VERBOSE
-
-
 def backend_name() -> str:
     """The Keras backend that will be (or was) used; TensorFlow unless KERAS_BACKEND says otherwise."""
     if "keras" in sys.modules:
