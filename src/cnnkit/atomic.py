@@ -78,11 +78,6 @@ def atomic_write(target: Path, text: bool = False) -> Iterator[IO[Any]]:
         Path(name).unlink(missing_ok=True)
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    with atomic_write(target) as f:
-        f.write(data)
-
-
 def write_text(target: Path, text: str) -> None:
     with atomic_write(target, text=True) as f:
         f.write(text)
