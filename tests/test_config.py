@@ -72,7 +72,7 @@ def test_override_values_are_typed(item: str, expected: object) -> None:
         ("train.learning_rate=fast", "needs a number"),
         ("augment.flip=maybe", "true or false"),
         ("train.precision=bf8", "one of auto, bf16, fp32"),
-        ("train.epochs=0", "must be 1 or more"),
+        ("train.epochs=0", "must be in [1, 100,000]"),
         ("data.val_split=1.5", "must be in [0, 1)"),
         ("train.epochs", "expected key=value"),
     ],

@@ -149,14 +149,19 @@ def test_download_checks_md5_and_is_atomic(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("CNNKIT_OFFLINE")
     source = write_cifar_archive(tmp_path / "served.tar.gz", cifar_members())
     target = tmp_path / "cache" / "cifar-10-python.tar.gz"
+    size = source.stat().st_size
     with pytest.raises(DataError, match="expected 0000"):
-        download(source.as_uri(), target, "0" * 32)
+        download(source.as_uri(), target, "0" * 32, size)
     assert not target.exists()
     assert not list(target.parent.iterdir())  # no partial file left behind
-    got = download(source.as_uri(), target, file_md5(source))
+    # A download larger than the file can be is stopped there, and leaves nothing either.
+    with pytest.raises(DataError, match="larger than"):
+        download(source.as_uri(), target, file_md5(source), size - 1)
+    assert not list(target.parent.iterdir())
+    got = download(source.as_uri(), target, file_md5(source), size)
     assert got == target and file_md5(target) == file_md5(source)
     with pytest.raises(DataError, match="could not download"):
-        download((tmp_path / "missing").as_uri(), tmp_path / "x", "0" * 32)
+        download((tmp_path / "missing").as_uri(), tmp_path / "x", "0" * 32, size)
 
 
 def test_download_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

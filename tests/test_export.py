@@ -41,6 +41,7 @@ def test_export_agrees_with_keras(
     # ONNX as a real process; the others through the same entry point in this one.
     done = (run_cli if fmt == "onnx" else cli)("export", str(run_copy), "--format", fmt)
     assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr  # no library's warnings leak through
     target = Path(done.stdout.strip().splitlines()[-1])
     assert target == Run(run_copy).export_path(fmt) and target.exists()
     record = json.loads((run_copy / "export" / f"{fmt}.json").read_text())

@@ -196,9 +196,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 ) -> None:
     run = _train(runs, "diverge", "train.epochs=2")
     before = files_snapshot(Run(run).checkpoints)
-    # Adam moves every weight by about the learning rate per step: 1e30 overflows at once.
+    # Adam moves every weight by about the learning rate per step: 1e6 (the top of its range)
+    # diverges at once.
     result = cli(
-        "train", "--resume", str(run), "--force", "train.epochs=4", "train.learning_rate=1e30"
+        "train", "--resume", str(run), "--force", "train.epochs=4", "train.learning_rate=1e6"
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("cnnkit: error")]
@@ -220,7 +221,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 
 def test_nan_before_any_checkpoint(runs: Path) -> None:
     result = cli(
-        "train", *SETTINGS, "--runs-dir", str(runs), "name=nan0", "train.learning_rate=1e30"
+        "train", *SETTINGS, "--runs-dir", str(runs), "name=nan0", "train.learning_rate=1e6"
     )
     assert result.returncode == 2
     assert "no checkpoint was saved yet" in result.stderr
@@ -277,7 +278,7 @@ def test_space_and_write_failures_are_clean_errors(
 
     from cnnkit import checkpoint
     from cnnkit.errors import RunError
-    from cnnkit.runs import require_free_space
+    from cnnkit.resources import require_free_space
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))

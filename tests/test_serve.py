@@ -138,9 +138,13 @@ def test_service_answers_and_describes_itself(server: tuple[int, object], digits
 
 @pytest.mark.slow
 def test_each_bad_request_is_a_4xx_json_error(
-    server: tuple[int, object], digits: tuple, digits_run: Path
+    server: tuple[int, object], digits: tuple, digits_run: Path, tmp_path: Path
 ) -> None:
+    from hostile import big_png
+
     port, process = server
+    # Over Pillow's own limit (179 M pixels): the same 413 as over the service's.
+    bomb = big_png(tmp_path / "bomb.png", 20000, 20000, "RGB", rows=2).read_bytes()
     good = _png(digits[0][0])
     huge = Image.new("RGB", (1200, 1200))  # 1.44 M pixels against the 1 M allowed; small as PNG
     buffer = io.BytesIO()
@@ -151,6 +155,11 @@ def test_each_bad_request_is_a_4xx_json_error(
         "empty": (b"", {"Content-Type": "image/png"}, 400),
         "too large": (os.urandom(300_000), {"Content-Type": "image/png"}, 413),
         "too many pixels": (buffer.getvalue(), {"Content-Type": "image/png"}, 413),
+        "a decompression bomb": (bomb, {"Content-Type": "image/png"}, 413),
+        "a bomb among files": (
+            *_multipart([("file", "a.png", good), ("file", "b.png", bomb)]),
+            413,
+        ),
         "wrong field": (*_multipart([("image", "a.png", good)]), 422),
         "too many files": (*_multipart([("file", f"{i}.png", good) for i in range(5)]), 400),
         "broken multipart": (
@@ -166,6 +175,25 @@ def test_each_bad_request_is_a_4xx_json_error(
         status, answer = _request(port, "POST", path, good, {"Content-Type": "image/png"})
         assert status == expected and "top_k" in answer["error"], answer
     assert _request(port, "GET", "/predict")[0] == 405
+    # A multipart body sent in chunks (no Content-Length) is stopped at the limit as it comes.
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+
+    def endless() -> Iterator[bytes]:
+        yield head.encode()
+        for _ in range(2000):  # 2 GB if it were all read
+            yield bytes(1 << 20)
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/predict", body=endless(), encode_chunked=True,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                    "Transfer-Encoding": "chunked"})  # fmt: skip
+        answer = connection.getresponse()
+        status, text = answer.status, answer.read().decode()
+    finally:
+        connection.close()
+    assert status == 413 and "request larger than 1,800,000 bytes" in text, text
     taken = run_cli("serve", str(digits_run), "--port", str(port))  # the port this server holds
     assert taken.returncode == 2 and "--port" in taken.stderr
     assert len(taken.stderr.strip().splitlines()) == 1 and "serving" not in taken.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import RunError
+from cnnkit.log import printable
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def format_cell(value: Any, key: str | None = None) -> str:
 def text_table(rows: Sequence[dict[str, Any]]) -> str:
     """Rows as aligned plain-text columns."""
     header = list(rows[0])
-    cells = [header, *([format_cell(row[k], k) for k in header] for row in rows)]
+    cells = [header, *([printable(format_cell(row[k], k)) for k in header] for row in rows)]
     widths = [max(len(str(line[i])) for line in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -28,9 +30,53 @@ def _choice(*values: str) -> dict[str, Any]:
     return {"choices": values}
 
 
-def _require(ok: bool, key: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"config key {key!r} must {rule}, got {value!r}")
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key takes: ``low``..``high``, either end open or closed, and
+    optionally 0 beside them (as "off" or "automatic"). Every number in a config has one, so that
+    no value a run cannot use (5 for a probability, inf for a rate) is saved into a run."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    zero: str = ""  # what 0 means, where 0 is allowed outside [low, high]
+
+    def __contains__(self, value: float) -> bool:
+        if self.zero and value == 0:
+            return True
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return f"{x:,.0f}" if x == int(x) and abs(x) >= 1000 else f"{x:g}"
+
+        text = (
+            f"{'(' if self.low_open else '['}{number(self.low)}, "
+            f"{number(self.high)}{')' if self.high_open else ']'}"
+        )
+        return f"0 ({self.zero}) or in {text}" if self.zero else f"in {text}"
+
+
+def _within(
+    low: float, high: float, low_open: bool = False, high_open: bool = False, zero: str = ""
+) -> dict[str, Any]:
+    return {"range": Range(low, high, low_open, high_open, zero)}
+
+
+def _check_ranges(section: Any, prefix: str) -> None:
+    """Every field of ``section`` with a range holds a value inside it."""
+    for f in dataclasses.fields(section):
+        allowed = f.metadata.get("range")
+        value = getattr(section, f.name)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"config key '{prefix}{f.name}' must be {allowed}, got {value!r}")
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a run folder's name
+MANY = 1_000_000_000  # the top of counts that have no natural limit (images, steps, epochs)
 
 
 @dataclass(frozen=True)
@@ -44,36 +90,28 @@ class DataConfig:
     path: str | None = None
     # Fraction of the training set held out for validation, stratified and seeded (the tutorial's 20 %).
     # A folder with its own val/ part uses that instead.
-    val_split: float = 0.2
+    val_split: float = field(default=0.2, metadata=_within(0.0, 1.0, high_open=True))
     # Where a source has no test part (a folder without test/): this fraction of it, stratified,
     # always drawn with seed 0 so that runs with different seeds are tested on the same images.
-    test_split: float = 0.2
+    test_split: float = field(default=0.2, metadata=_within(0.0, 1.0, True, True))
     # Square side in pixels every image is resized to (the same at train and predict time).
     # 0: the source's own size; for a folder, the median of its images' sides, at most 128.
-    image_size: int = 0
+    image_size: int = field(default=0, metadata=_within(8, 1024, zero="automatic"))
     # CIFAR-100: "fine" (100 classes) or "coarse" (20 superclasses).
     label: str = field(default="fine", metadata=_choice("fine", "coarse"))
     # Decoded folder images: memory (all in RAM), disk (a decoded copy in the user cache, read a
     # batch at a time and reused by later runs), none (decoded from the files for every batch),
     # auto (memory when they fit in cache_mb, else disk).
     cache: str = field(default="auto", metadata=_choice("auto", "memory", "disk", "none"))
-    cache_mb: int = 2048
+    cache_mb: int = field(default=2048, metadata=_within(0, MANY))
     # Keep a stratified sample of this many training (and test) images; 0 keeps them all.
-    train_subset: int = 0
-    test_subset: int = 0
+    train_subset: int = field(default=0, metadata=_within(0, MANY))
+    test_subset: int = field(default=0, metadata=_within(0, MANY))
     # Allow downloading the official archive when no local copy is found.
     download: bool = True
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.val_split < 1.0, "data.val_split", "be in [0, 1)", self.val_split)
-        _require(self.train_subset >= 0, "data.train_subset", "be 0 or more", self.train_subset)
-        _require(self.test_subset >= 0, "data.test_subset", "be 0 or more", self.test_subset)
-        _require(0.0 < self.test_split < 1.0, "data.test_split", "be in (0, 1)", self.test_split)
-        _require(
-            self.image_size == 0 or 8 <= self.image_size <= 1024,
-            "data.image_size", "be 0 (automatic) or 8..1024", self.image_size,
-        )  # fmt: skip
-        _require(self.cache_mb >= 0, "data.cache_mb", "be 0 or more", self.cache_mb)
+        _check_ranges(self, "data.")
 
 
 @dataclass(frozen=True)
@@ -81,20 +119,19 @@ class AugmentConfig:
     """Training-time augmentation; the tutorial's ImageDataGenerator settings by default."""
 
     enabled: bool = True
-    rotation: float = 15.0  # degrees, either way
-    shift: float = 0.1  # fraction of height and width, either way
+    rotation: float = field(default=15.0, metadata=_within(0.0, 180.0))  # degrees, either way
+    # Fraction of height and width, either way.
+    shift: float = field(default=0.1, metadata=_within(0.0, 1.0, high_open=True))
     flip: bool = True  # horizontal
     fill_mode: str = field(default="nearest", metadata=_choice("nearest", "reflect", "constant"))
     # Random crops of the image reflect-padded by this many pixels, drawn anew each epoch.
-    translate: int = 0
+    translate: int = field(default=0, metadata=_within(0, 16))
     # Flip a fixed random half of the images, then all of them every other epoch (derandomised
     # flips: every image is seen both ways within two epochs), instead of random flips.
     alternate_flip: bool = False
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.rotation <= 180.0, "augment.rotation", "be in [0, 180]", self.rotation)
-        _require(0.0 <= self.shift < 1.0, "augment.shift", "be in [0, 1)", self.shift)
-        _require(0 <= self.translate <= 16, "augment.translate", "be in 0..16", self.translate)
+        _check_ranges(self, "augment.")
 
 
 @dataclass(frozen=True)
@@ -113,39 +150,41 @@ class ModelConfig:
 class TrainConfig:
     """How the network is fitted. The defaults are the tutorial's recipe."""
 
-    epochs: int = 100
-    batch_size: int = 64
+    epochs: int = field(default=100, metadata=_within(1, 100_000))
+    batch_size: int = field(default=64, metadata=_within(1, 65_536))
     # nesterov: the fast recipe's SGD (cnnkit.optim), learning_rate and weight_decay per 1024 examples.
     optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", "sgd", "nesterov"))
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0  # not for adam
-    momentum: float = 0.9  # sgd and nesterov
+    learning_rate: float = field(default=1e-4, metadata=_within(0.0, 1e6, low_open=True))
+    weight_decay: float = field(default=0.0, metadata=_within(0.0, 10.0))  # not for adam
+    # sgd and nesterov.
+    momentum: float = field(default=0.9, metadata=_within(0.0, 1.0, high_open=True))
     # constant, or linear: warm up from 20 % over the first `warmup` share of steps, then down to
     # `lr_end` times the peak rate at the last step.
     schedule: str = field(default="constant", metadata=_choice("constant", "linear"))
-    warmup: float = 0.0
-    lr_end: float = 0.0
-    label_smoothing: float = 0.0
-    bias_lr_scale: float = 1.0  # nesterov: learning-rate multiplier of BatchNorm biases
-    lookahead: int = 0  # nesterov: pull the weights towards a slow copy every this many steps
-    whiten_bias_epochs: int = (
-        0  # nesterov: freeze the whitening layer's bias after this many epochs
-    )
+    warmup: float = field(default=0.0, metadata=_within(0.0, 1.0, high_open=True))
+    lr_end: float = field(default=0.0, metadata=_within(0.0, 1.0))
+    label_smoothing: float = field(default=0.0, metadata=_within(0.0, 1.0, high_open=True))
+    # nesterov: learning-rate multiplier of BatchNorm biases.
+    bias_lr_scale: float = field(default=1.0, metadata=_within(0.0, 10_000.0, low_open=True))
+    # nesterov: pull the weights towards a slow copy every this many steps (0: never).
+    lookahead: int = field(default=0, metadata=_within(0, MANY))
+    # nesterov: freeze the whitening layer's bias after this many epochs (0: never).
+    whiten_bias_epochs: int = field(default=0, metadata=_within(0, 100_000))
     # Test-time augmentation for evaluate and predict: 0 none, 1 mirror, 2 mirror and 1-pixel shifts.
-    tta: int = 0
+    tta: int = field(default=0, metadata=_within(0, 2))
     # Seconds of training to fit in: the epochs are set from a measured speed (0: use `epochs`).
-    budget: float = 0.0
+    budget: float = field(default=0.0, metadata=_within(0.0, 1e7))
     # auto: mixed_bfloat16 on a GPU or a CPU with bf16 instructions, float32 elsewhere.
     precision: str = field(default="auto", metadata=_choice("auto", "bf16", "fp32"))
     # Stop after this many epochs without improvement of `monitor`; 0 never stops early.
-    early_stopping: int = 0
+    early_stopping: int = field(default=0, metadata=_within(0, 100_000))
     monitor: str = field(default="val_accuracy", metadata=_choice("val_accuracy", "val_loss"))
     # Which weights become the run's model.keras: the best by `monitor`, or the last epoch's.
     keep: str = field(default="best", metadata=_choice("best", "last"))
     # Batch size for evaluation and prediction (does not change results, only speed).
-    eval_batch_size: int = 512
+    eval_batch_size: int = field(default=512, metadata=_within(1, 65_536))
     # Besides every epoch's end, commit a checkpoint every this many steps (0: epochs only).
-    checkpoint_steps: int = 0
+    checkpoint_steps: int = field(default=0, metadata=_within(0, MANY))
     # Bit-identical results for the same seed on the same machine and backend (costs some speed).
     deterministic: bool = False
     # balanced: weight each class's loss by n_images / (n_classes * n_class_images) (scikit-learn's
@@ -154,33 +193,14 @@ class TrainConfig:
     # Transfer learning: train only the head for this many epochs with the backbone frozen, then
     # fine-tune the backbone's top `finetune_layers` layers (0: all of it) with the learning rate
     # times `finetune_lr_scale`. BatchNorm layers of the backbone stay in inference mode throughout.
-    freeze_epochs: int = 0
-    finetune_layers: int = 0
-    finetune_lr_scale: float = 0.1
+    freeze_epochs: int = field(default=0, metadata=_within(0, 100_000))
+    finetune_layers: int = field(default=0, metadata=_within(0, 100_000))
+    finetune_lr_scale: float = field(default=0.1, metadata=_within(0.0, 1000.0, low_open=True))
     # Also log every epoch's metrics for TensorBoard (Keras's callback) into RUN/tensorboard.
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "be 1 or more", self.epochs)
-        _require(self.batch_size >= 1, "train.batch_size", "be 1 or more", self.batch_size)
-        _require(self.learning_rate > 0, "train.learning_rate", "be positive", self.learning_rate)
-        _require(self.weight_decay >= 0, "train.weight_decay", "be 0 or more", self.weight_decay)
-        _require(0.0 <= self.warmup < 1.0, "train.warmup", "be in [0, 1)", self.warmup)
-        _require(0.0 <= self.lr_end <= 1.0, "train.lr_end", "be in [0, 1]", self.lr_end)
-        _require(
-            self.early_stopping >= 0, "train.early_stopping", "be 0 or more", self.early_stopping
-        )
-        _require(
-            self.eval_batch_size >= 1, "train.eval_batch_size", "be 1 or more", self.eval_batch_size
-        )
-        _require(self.freeze_epochs >= 0, "train.freeze_epochs", "be 0 or more", self.freeze_epochs)
-        _require(
-            self.finetune_layers >= 0, "train.finetune_layers", "be 0 or more", self.finetune_layers
-        )
-        _require(
-            self.finetune_lr_scale > 0, "train.finetune_lr_scale", "be positive",
-            self.finetune_lr_scale,
-        )  # fmt: skip
+        _check_ranges(self, "train.")
 
 
 @dataclass(frozen=True)
@@ -195,8 +215,9 @@ class ReportConfig:
 class Config:
     """Everything that defines a training run."""
 
-    seed: int = 0
-    name: str = ""  # run folder name; empty: the preset's name, or "train"
+    seed: int = field(default=0, metadata=_within(0, 2**32 - 1))  # what NumPy seeds take
+    # Run folder name (letters, digits, '.', '_', '-'); empty: the preset's name, or "train".
+    name: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -204,7 +225,12 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
-        _require(self.seed >= 0, "seed", "be 0 or more", self.seed)
+        _check_ranges(self, "")
+        if self.name and not RUN_NAME.match(self.name):
+            raise ConfigError(
+                f"config key 'name' must be letters, digits, '.', '_' or '-' (a folder name), "
+                f"got {self.name!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,7 +332,7 @@ def load_config(
         flat.update(PRESETS[preset])
         flat["name"] = preset
     if file is not None:
-        for key, value in flatten(_read_yaml(Path(file))).items():
+        for key, value in flatten(read_yaml(Path(file))).items():
             _check_key(key)
             flat[key] = value
     for item in overrides:
@@ -387,23 +413,70 @@ def with_data_overrides(config: Config, overrides: Iterable[str], verb: str) -> 
             raise ConfigError(
                 f"{verb} takes data.* overrides only (such as data.path), not {key!r}"
             )
+    if changes.get("data.name", config.data.name) != config.data.name:
+        # Another source: the run's data.path was where the old one lived, not this one.
+        changes.setdefault("data.path", None)
     return config.replace(**changes)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_YAML_BYTES = 1_000_000  # a config is a few hundred bytes; anything this large is not one
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a person writes a config: a key given twice, or an alias (``*name``, which can
+    make a small file expand into a huge one), is an error rather than silently resolved."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(
+                f"{self.name}, line {mark.line + 1}: YAML aliases (*name) are not allowed "
+                f"in a config; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {line}: {key!r} is given twice (first on line "
+                    f"{seen[key]}); merge the two into one"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping (``what`` names it in errors): strict (no duplicate keys,
+    no aliases), at most MAX_YAML_BYTES, every failure a ConfigError."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError(
+                f"{what} {path} is larger than {MAX_YAML_BYTES:,} bytes; not a config"
+            )
+        loader = _StrictLoader(data.decode("utf-8"))
+        loader.name = str(path)
+        try:
+            loaded = loader.get_single_data()
+        finally:
+            loader.dispose()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"config file {path} is not readable YAML: {reason}") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder, not a YAML file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{what} {path} is not readable YAML: {reason}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}"
-        )
+        raise ConfigError(f"{what} {path} must hold a mapping of keys, not {type(loaded).__name__}")
     return loaded
 
 
@@ -518,7 +591,12 @@ def _coerce(key: str, value: Any, hint: Any, choices: tuple[str, ...] | None) ->
     if hint is bool:
         result = _to_bool(key, value)
     elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or int(value) != value
+        ):
             raise _type_error(key, value, "a whole number")
         result = int(value)
     elif hint is float:

@@ -123,7 +123,9 @@ def export(
 def _write(network: Any, fmt: str, path: Path) -> None:
     try:
         if fmt == "onnx":
-            network.export(str(path), format="onnx", verbose=False)
+            with warnings.catch_warnings():  # Keras's tf2onnx shim asks numpy for np.object
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object")
+                network.export(str(path), format="onnx", verbose=False)
         elif fmt == "saved_model":
             network.export(str(path), format="tf_saved_model", verbose=False)
         else:
@@ -162,7 +164,21 @@ def _parity_images(run: Run, model: Any, count: int) -> tuple[np.ndarray, str, l
 
 
 def runtime(fmt: str, path: Path) -> Any:
-    """The exported model loaded in its own runtime, as an object with Keras's ``predict``."""
+    """The exported model loaded in its own runtime, as an object with Keras's ``predict``; a
+    damaged or foreign file is an ExportError that says how to make it again."""
+    try:
+        return _runtime(fmt, path)
+    except ExportError:
+        raise
+    except Exception as exc:  # each runtime raises its own types for a bad file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"{path} is not a loadable {fmt} model ({type(exc).__name__}: {reason}); make it "
+            f"again with: cnnkit export RUN --format {fmt} --force"
+        ) from None
+
+
+def _runtime(fmt: str, path: Path) -> Any:
     if fmt == "onnx":
         return OnnxModel(path)
     from cnnkit.env import import_keras
@@ -256,6 +272,14 @@ def read_export(run: Run, fmt: str) -> Path:
             f"{run.path} has no {fmt} export; make it with: cnnkit export {run.path} --format {fmt}"
         )
     record = path.parent / f"{fmt}.json"
-    if record.is_file() and not read_json(record)["parity"]["passed"]:
-        raise ExportError(f"{path} failed its parity check ({record}); export it again")
+    if record.is_file():
+        try:
+            passed = read_json(record)["parity"]["passed"]
+        except (OSError, ValueError, KeyError, TypeError):
+            passed = False
+        if passed is not True:
+            raise ExportError(
+                f"{path} failed its parity check, or its record {record} is damaged; "
+                f"export it again with --force"
+            )
     return path

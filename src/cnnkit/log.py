@@ -24,6 +24,22 @@ def notice(message: str) -> None:
     logger.info(message, extra={_STDERR: True})
 
 
+def printable(text: object) -> str:
+    """``text`` safe to print as part of one line: control characters (a newline in a file name
+    could fake a result line), line and paragraph separators and Unicode format characters
+    (such as a right-to-left override) are shown as Python escapes."""
+    value = str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else _escape(c) for c in value)
+
+
+def _escape(char: str) -> str:
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+    )
+
+
 class _Lines(logging.Handler):
     """``cnnkit: [warning: ]message``, on the sys.stdout or sys.stderr of the moment."""
 
@@ -32,7 +48,7 @@ class _Lines(logging.Handler):
             prefix = "warning: " if record.levelno == logging.WARNING else ""
             to_stderr = getattr(record, _STDERR, False) or record.levelno < logging.INFO
             stream = sys.stderr if to_stderr else sys.stdout
-            print(f"cnnkit: {prefix}{record.getMessage()}", file=stream, flush=True)
+            print(f"cnnkit: {prefix}{printable(record.getMessage())}", file=stream, flush=True)
         except Exception:
             self.handleError(record)
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.base import Split
+from cnnkit.log import printable
 
 _EPS = 1e-7  # the clipping Keras applies in categorical cross-entropy
 
@@ -155,7 +156,7 @@ def classification_report(result: EvalResult) -> str:
             y_true,
             y_pred,
             labels=np.arange(len(result.class_names)),
-            target_names=result.class_names,
+            target_names=[printable(name) for name in result.class_names],  # one line each
             digits=4,
             zero_division=0,
         )

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnkit.data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from cnnkit.data.images import load_image
-from cnnkit.errors import ImageError
+from cnnkit.errors import ImageError, RunError
 from cnnkit.metrics import predict_probabilities
 from cnnkit.runs import Run, open_run
 
@@ -45,13 +45,25 @@ class Predictor:
                 raise ExportError(
                     f"unknown engine {engine!r}; choose keras or one of {', '.join(FORMATS)}"
                 )
-            self.model = runtime(engine, read_export(self.run, engine))
+            path = read_export(self.run, engine)
+            self.model = runtime(engine, path)
         self.engine = engine
         self.class_names = self.run.class_names
         self.batch_size = batch_size
         height, width, channels = self.run.meta()["input_shape"]
         self.image_size = (int(height), int(width))
         self.channels = int(channels)
+        if engine != "keras":  # an export is checked by running it once on the run's input
+            try:
+                probe = self.model.predict(
+                    np.zeros((1, *self.image_size, self.channels), np.float32)
+                )
+            except Exception as exc:
+                raise RunError(
+                    f"{path} does not take this run's images {(*self.image_size, self.channels)} "
+                    f"({type(exc).__name__}); export the run again with --force"
+                ) from None
+            self.run.check_model(None, np.shape(probe), path)
         self.tta = self.run.config().train.tta  # predict as the run was evaluated
 
     def load(self, path: str | Path) -> np.ndarray:

@@ -27,8 +27,8 @@ import contextlib
 import csv
 import io
 import os
-import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.atomic import atomic_path, atomic_write, read_json, write_json, write_text
-from cnnkit.config import Config
+from cnnkit.config import RUN_NAME, Config
 from cnnkit.errors import RunError
 
 RUN_FILE = "run.json"
@@ -60,7 +60,6 @@ TENSORBOARD = "tensorboard"
 EXPORT = "export"
 EXPORT_FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
 LOCK_FILE = ".lock"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -139,14 +138,12 @@ class Run:
     # -- config.yaml, env.json --------------------------------------------------------------------
 
     def config(self) -> Config:
-        import yaml
-
+        from cnnkit.config import read_yaml
         from cnnkit.errors import ConfigError
 
         try:
-            values = yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8"))
-            return Config.from_dict(values or {})
-        except (OSError, yaml.YAMLError, ConfigError, TypeError, AttributeError) as exc:
+            return Config.from_dict(read_yaml(self.file(CONFIG_FILE), "the run's config"))
+        except ConfigError as exc:
             raise RunError(f"{self.file(CONFIG_FILE)} is unreadable ({exc})") from None
 
     def write_config(self, config: Config) -> None:
@@ -251,14 +248,55 @@ class Run:
             shutil.copyfile(source, tmp)
         return keep
 
-    def load_model(self) -> Any:
-        return load_model(self.model_path)
+    def load_model(self, path: Path | None = None) -> Any:
+        """The run's model.keras (or ``path``, a network of this run), checked against run.json:
+        a network whose input or output does not match the run's images and classes is a
+        RunError, never a wrong answer."""
+        model = load_model(path or self.model_path)
+        self.check_model(model.input_shape, model.output_shape, path or self.model_path)
+        return model
+
+    def check_model(self, input_shape: Any, output_shape: Any, source: Path) -> None:
+        """Refuse a network that does not take this run's images or answer with its classes."""
+        meta = self.meta()
+        classes, expected = meta.get("classes") or [], meta.get("input_shape")
+        outputs = _last_dimension(output_shape)
+        if outputs != len(classes):
+            raise RunError(
+                f"{source} answers with {outputs} outputs, but run {self.path} has "
+                f"{len(classes)} classes; it is not this run's model (train the run again, or "
+                f"put its own model back)"
+            )
+        taken = _image_shape(input_shape)
+        if expected and taken is not None and taken != tuple(int(v) for v in expected):
+            raise RunError(
+                f"{source} takes images of shape {taken}, but run {self.path} was trained on "
+                f"{tuple(expected)}; it is not this run's model"
+            )
 
     def _json(self, name: str, damaged: str) -> Any:
         try:
             return read_json(self.file(name))
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.file(name)} is unreadable ({exc}); {damaged}") from None
+
+
+def _last_dimension(shape: Any) -> int | None:
+    """The class count of a model's output shape (a single output only)."""
+    if isinstance(shape, list):  # several outputs: not a classifier of this kind
+        return None
+    try:
+        return int(shape[-1])
+    except (TypeError, IndexError, ValueError):
+        return None
+
+
+def _image_shape(shape: Any) -> tuple[int, ...] | None:
+    """(height, width, channels) a model takes, where they are fixed (None where any size goes)."""
+    if shape is None or isinstance(shape, list):
+        return None
+    dims = tuple(shape[1:])
+    return None if any(d is None for d in dims) else tuple(int(d) for d in dims)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -277,7 +315,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 def fresh_folder(parent: str | Path, name: str) -> Path:
     """Make ``parent/name``, or ``name-2``, ``name-3``... : an existing folder is never reused."""
-    if not _NAME.match(name):
+    if not RUN_NAME.match(name):
         raise RunError(f"run name {name!r} must be letters, digits, '.', '_' or '-'")
     root = Path(parent)
     try:
@@ -356,16 +394,6 @@ def lock_run(run: Run) -> Iterator[None]:
         handle.close()
 
 
-def require_free_space(folder: Path, needed: int) -> None:
-    """Refuse to start when checkpoints cannot fit, rather than failing an hour later."""
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise RunError(
-            f"{folder} has {free / 1e6:.0f} MB free; training needs about {needed / 1e6:.0f} MB for "
-            f"checkpoints: free some space or pass --runs-dir on another disk"
-        )
-
-
 def load_model(path: Path) -> Any:
     """Load a ``.keras`` file in Keras safe mode; a damaged or foreign file is a RunError."""
     from cnnkit.env import import_keras
@@ -375,6 +403,12 @@ def load_model(path: Path) -> Any:
 
     list_models()  # imports every model module, which registers cnnkit's serializable objects
 
+    if not zipfile.is_zipfile(path):
+        what = "a folder" if path.is_dir() else "not a zip archive, as a Keras 3 .keras file is"
+        raise RunError(
+            f"{path} is not a loadable Keras model ({what}); train the run again, or put its own "
+            f"model back"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file

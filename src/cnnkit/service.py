@@ -40,7 +40,14 @@ from fastapi.responses import HTMLResponse, JSONResponse  # noqa: E402
 from starlette.datastructures import UploadFile  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
-from cnnkit.data.images import decode_bytes  # noqa: E402
+from cnnkit.data.images import (  # noqa: E402
+    MAX_PIXELS,
+    SMALL_PIXELS,
+    PixelLimitError,
+    claimed_pixels,
+    decode_bytes,
+    release_memory,
+)
 from cnnkit.errors import CnnkitError, ImageError  # noqa: E402
 from cnnkit.metrics import predict_probabilities  # noqa: E402
 from cnnkit.predictor import Predictor  # noqa: E402
@@ -51,12 +58,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Limits:
+    """What one request may ask of the service; every value is checked when it is made."""
+
     max_bytes: int = 10_000_000  # per uploaded image
-    max_pixels: int = 40_000_000  # width x height, checked before decoding (decompression bombs)
+    max_pixels: int = MAX_PIXELS  # width x height, checked before decoding (decompression bombs)
     max_images: int = 16  # per request
     timeout: float = 10.0  # seconds for a request's images to be answered
     max_batch: int = 64  # images per model call
     wait: float = 0.002  # seconds the batcher waits for more images after the first
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("max_bytes", 1, 2**40), ("max_pixels", 1, 2**40),
+                                ("max_images", 1, 1024), ("max_batch", 1, 4096)):  # fmt: skip
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise CnnkitError(f"serve limit {name} must be in {low:,}..{high:,}, got {value:,}")
+        if not 0 < self.timeout <= 3600:
+            raise CnnkitError(f"serve timeout must be in (0, 3600] seconds, got {self.timeout:g}")
+        if not 0 <= self.wait <= 1:
+            raise CnnkitError(f"serve wait must be in [0, 1] seconds, got {self.wait:g}")
 
 
 class _OnBatch:
@@ -197,6 +217,9 @@ def serve(
     at /, OpenAPI at /docs. A taken or foreign address is refused before the model loads."""
     import uvicorn
 
+    if not 1 <= port <= 65535:
+        raise CnnkitError(f"--port must be in 1..65535, got {port}")
+    limits = limits or Limits()
     _check_port(host, port)  # before loading the model, and before saying "serving"
     predictor = Predictor(run, engine=engine)
     app = create_app(predictor, limits, tta)
@@ -320,6 +343,7 @@ async def predict(
     if top_k > len(classes):
         raise BadRequest(422, f"query.top_k: Input should be less than or equal to {len(classes)}")
     items = await _uploads(request, limits)
+    large = False
 
     def decode_all() -> np.ndarray:
         return np.stack([decode_bytes(data, predictor.image_size, predictor.channels,
@@ -327,14 +351,20 @@ async def predict(
 
     try:
         # Small images decode in well under a millisecond: handing them to a thread would cost
-        # more than decoding them here; large ones go to a thread, not to block the loop.
-        if sum(len(data) for _, data in items) < 65536:
-            images = decode_all()
-        else:
-            images = await asyncio.to_thread(decode_all)
+        # more than decoding them here; large ones (by the pixels their headers claim, not by
+        # their bytes) go to a thread, not to block the loop.
+        large = sum(claimed_pixels(data) for _, data in items) > SMALL_PIXELS
+        images = await asyncio.to_thread(decode_all) if large else decode_all()
+    except PixelLimitError as exc:
+        raise BadRequest(413, str(exc)) from None
     except ImageError as exc:
-        status = 413 if "pixels allowed" in str(exc) else 400
-        raise BadRequest(status, str(exc)) from None
+        raise BadRequest(400, str(exc)) from None
+    finally:
+        for _, data in items:
+            if not isinstance(data, bytes):
+                data.close()
+        if large:  # what reading and decoding them held goes back to the system
+            release_memory()
     try:
         probabilities = await asyncio.wait_for(service.batcher.submit(images), limits.timeout)
     except TimeoutError:
@@ -377,36 +407,64 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
-    """The request's images as (name, bytes): multipart ``file`` fields, or the whole body."""
+async def _uploads(request: Request, limits: Limits) -> list[tuple[str, Any]]:
+    """The request's images as (name, bytes or a binary file): multipart ``file`` fields, or
+    the whole body. A multipart body is read through a counter that stops it at its limit
+    whatever its Content-Length says, and its files stay in spooled temporary files (on disk
+    above 1 MB), so a request holds little memory however large it is."""
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
         # Any other body is the image's bytes (curl --data-binary sends them as form-urlencoded).
         return [("body", await _read_body(request, limits))]
     declared = request.headers.get("content-length")
-    total = limits.max_bytes * limits.max_images
+    total = limits.max_bytes * limits.max_images + 1_000_000  # the images and the form around them
     if declared and declared.isdigit() and int(declared) > total:
         raise BadRequest(413, f"request larger than {total:,} bytes")
+    counted = Request(request.scope, _counting(request.receive, total))
     try:
-        form = await request.form(max_files=limits.max_images, max_fields=limits.max_images,
+        form = await counted.form(max_files=limits.max_images, max_fields=limits.max_images,
                                   max_part_size=limits.max_bytes)  # fmt: skip
+    except BadRequest:
+        raise
     except HTTPException as exc:
         raise BadRequest(
             exc.status_code if exc.status_code < 500 else 400, str(exc.detail)
         ) from None
     except Exception as exc:
         raise BadRequest(400, f"malformed multipart body ({type(exc).__name__})") from None
-    items = []
-    for key, value in form.multi_items():
-        if key not in ("file", "files") or not isinstance(value, UploadFile):
-            raise BadRequest(422, f"unexpected form field {key!r}: send images as 'file'")
-        data = await value.read()
-        if len(data) > limits.max_bytes:
-            raise BadRequest(413, f"{value.filename}: larger than {limits.max_bytes:,} bytes")
-        items.append((value.filename or "file", data))
+    items: list[tuple[str, Any]] = []
+    try:
+        for key, value in form.multi_items():
+            if key not in ("file", "files") or not isinstance(value, UploadFile):
+                raise BadRequest(422, f"unexpected form field {key!r}: send images as 'file'")
+            name = value.filename or "file"
+            if value.size is not None and value.size > limits.max_bytes:
+                raise BadRequest(413, f"{name}: larger than {limits.max_bytes:,} bytes")
+            if value.size == 0:
+                raise BadRequest(400, f"{name}: empty upload")
+            value.file.seek(0)
+            items.append((name, value.file))
+    except BadRequest:
+        await form.close()
+        raise
     if not items:
         raise BadRequest(422, "no image: send it in a form field named 'file'")
     return items
+
+
+def _counting(receive: Any, limit: int) -> Any:
+    """``receive`` that refuses a body once more than ``limit`` bytes have come."""
+    seen = 0
+
+    async def counted() -> Any:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise BadRequest(413, f"request larger than {limit:,} bytes")
+        return message
+
+    return counted
 
 
 def _heatmaps(

@@ -9,6 +9,7 @@ config, so that its final model, metrics and report are those of an uninterrupte
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
 import statistics
@@ -20,7 +21,7 @@ from typing import Any
 from cnnkit.config import Config
 from cnnkit.errors import ConfigError, RunError, TrainingInterrupted
 from cnnkit.metrics import EvalResult
-from cnnkit.runs import Run, create_run, lock_run, now, open_run, require_free_space
+from cnnkit.runs import Run, create_run, lock_run, now, open_run
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def train(
     data = load_dataset(config.data, config.seed)
     fetch_weights(config.model.name, config.model.weights, data.input_shape, data.num_classes)
     policy = env.resolve_precision(config.train.precision)
+    _require_resources(config, data, policy, Path(runs_dir))
     budget = None
     if config.train.budget:
         config, budget = fit_budget(config, data, policy)
@@ -112,6 +114,7 @@ def resume(
     data = load_dataset(new_config.data, new_config.seed)
     if list(data.class_names) != meta.get("classes"):
         raise ConfigError(f"the data's classes {list(data.class_names)} differ from the run's")
+    _require_resources(new_config, data, meta["precision"], run.path)
     with lock_run(run):
         start = (
             "from its last checkpoint"
@@ -129,6 +132,35 @@ def resume(
         log.info("resuming %s %s", run.path, start)
         _run(new_config, data, run, meta["precision"], verbose, True, callbacks)
     return run
+
+
+def _require_resources(config: Config, data: Any, policy: str, folder: Path) -> None:
+    """Refuse, before anything is written, a run that the machine's memory or disk cannot hold
+    (:mod:`cnnkit.resources`); throwaway builds of the network at small sizes tell its size."""
+    from cnnkit import env
+    from cnnkit.models import create_model
+    from cnnkit.resources import (
+        checkpoint_bytes,
+        network_size,
+        require_free_space,
+        require_training_memory,
+    )
+
+    keras = env.import_keras()
+    keras.mixed_precision.set_global_policy(policy)
+    weights = "none" if config.model.weights in ("auto", "imagenet") else config.model.weights
+
+    def build(shape: tuple[int, int, int]) -> Any:
+        return create_model(config.model.name, shape, data.num_classes, weights,
+                            **config.model.params)  # fmt: skip
+
+    try:
+        size = network_size(build, data.input_shape)
+    finally:
+        keras.backend.clear_session()  # names and graphs as if it had never been built
+    require_training_memory(size, data.input_shape, config)
+    height, width = data.input_shape[:2]
+    require_free_space(folder, checkpoint_bytes(size, height * width))
 
 
 def _run(
@@ -169,7 +201,17 @@ def _run(
             f"interrupted; resume from the last checkpoint with: cnnkit train --resume {run.path}"
         ) from None
     except BaseException as exc:
-        run.update_meta(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            run.update_meta(
+                status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}"[:500]
+            )
+        except OSError as record:  # a full disk: the error that stopped training is what counts
+            log.warning("could not record the failure in %s (%s)", run.path, record.strerror)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RunError(
+                f"the disk of {run.path} is full ({exc.filename or 'writing the run'}); free some "
+                f"space, then continue with: cnnkit train --resume {run.path}"
+            ) from None
         raise
     log.info("test accuracy %.4f, test loss %.4f (%d images)",
              result.accuracy, result.loss, result.num_images)  # fmt: skip
@@ -193,9 +235,6 @@ def _fit_and_evaluate(
         config.model.name, data.input_shape, data.num_classes, config.model.weights,
         **config.model.params,
     )  # fmt: skip
-    # A checkpoint holds about three copies of the weights (weights and Adam's two moments), and
-    # is written beside the last one; the networks (best, last, model) are one copy each.
-    require_free_space(run.path, net.count_params() * 4 * 12 + 50_000_000)
     lines: list[str] = []
     net.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     run.write_summary(lines)

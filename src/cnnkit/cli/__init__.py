@@ -10,6 +10,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,15 @@ VERBS = (
     "config",
     "env",
 )
+
+
+# Failures of the machine that the user can remedy: one line and status 2, like bad input.
+_USER_ERRNOS = {
+    errno.ENOSPC: "free some space and run it again (what was saved before is intact)",
+    errno.EDQUOT: "free some space within your quota and run it again",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cnnkit import log
     from cnnkit.env import set_verbose
     from cnnkit.errors import CnnkitError
+    from cnnkit.log import printable
 
     set_verbose(args.debug)
     log.show(debug=args.debug)
@@ -73,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnkitError as exc:
         if args.debug:
             raise
-        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        print(f"cnnkit: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # TrainingInterrupted says how to resume
-        print(f"cnnkit: {exc}" if str(exc) else "cnnkit: interrupted", file=sys.stderr)
+        print(f"cnnkit: {printable(exc)}" if str(exc) else "cnnkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`cnnkit evaluate RUN | head`): stop quietly, as Unix tools do.
@@ -84,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        if args.debug or exc.errno not in _USER_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"cnnkit: error: {exc.strerror}{printable(where)}: {_USER_ERRNOS[exc.errno]}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except Exception as exc:
         if args.debug:
             raise

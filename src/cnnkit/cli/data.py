@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnkit.log import printable
+
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(
@@ -46,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    print(f"{report.root}: layout {report.layout}, {len(report.classes)} classes")
+    print(f"{printable(report.root)}: layout {report.layout}, {len(report.classes)} classes")
     parts = list(report.counts)
-    width = max((len(c) for c in report.classes), default=5)
+    width = max((len(printable(c)) for c in report.classes), default=5)
     print(f"  {'class':<{width}}  " + "  ".join(f"{p:>7}" for p in parts))
     for name in sorted({c for counts in report.counts.values() for c in counts}):
         cells = "  ".join(f"{report.counts[p].get(name, 0):>7}" for p in parts)
-        print(f"  {name:<{width}}  {cells}")
+        print(f"  {printable(name):<{width}}  {cells}")
     ratio = (
         "a class has no images" if report.imbalance == float("inf") else f"{report.imbalance:.2f}"
     )
@@ -65,17 +67,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"formats: {_tally(report.formats)}; modes: {_tally(report.modes)}")
     print(f"unreadable: {len(report.unreadable)}")
     for path, reason in report.unreadable[:20]:
-        print(f"  {path}: {reason}")
+        print(f"  {printable(path)}: {reason}")
     print(f"skipped (not images, links leaving the folder, ...): {len(report.skipped)}")
     for path, reason in report.skipped[:20]:
-        print(f"  {path}: {reason}")
+        print(f"  {printable(path)}: {reason}")
     print(
         f"duplicates: {len(report.duplicates_across_parts)} groups of identical files across "
         f"parts, {report.duplicates_within_parts} extra copies within a part"
     )
     for group in report.duplicates_across_parts[:10]:
-        print(f"  {' = '.join(group)}")
-    print(f"sample grid: {grid}")
+        print(f"  {' = '.join(printable(g) for g in group)}")
+    print(f"sample grid: {printable(grid)}")
     return 0
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from cnnkit.log import printable
+
 EXTRAS = "images"  # where stray positionals after an option go
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else args.format
     files, errors = expand_paths(args.images)
     predictor = Predictor(args.run, batch_size=args.batch_size, engine=args.engine)
-    width = max((len(str(p)) for p in files), default=0)
+    width = max((len(printable(p)) for p in files), default=0)
     writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if writer:
         k = min(args.top_k, len(predictor.class_names))
@@ -84,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         elif writer:
             writer.writerow([p.source, *(v for name, prob in p.top for v in (name, f"{prob:.6f}"))])
         else:
-            cells = "  ".join(f"{name} {prob:.4f}" for name, prob in p.top)
-            print(f"{p.source:<{width}}  {cells}")
+            cells = "  ".join(f"{printable(name)} {prob:.4f}" for name, prob in p.top)
+            print(f"{printable(p.source):<{width}}  {cells}")
 
     show = args.progress == "on" or (
         args.progress == "auto" and sys.stderr.isatty() and len(files) > 64
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(collected, indent=2))
     sys.stdout.flush()
     for error in errors:
-        print(f"cnnkit: error: {error}", file=sys.stderr)
+        print(f"cnnkit: error: {printable(error)}", file=sys.stderr)
     if len(files) > 64:  # a batch job: say how it went (a few files speak for themselves)
         seconds = time.perf_counter() - start
         print(

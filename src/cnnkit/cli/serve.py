@@ -32,8 +32,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=40_000_000,
-        help="largest image, width x height (default 40,000,000)",
+        default=None,
+        help="largest image, width x height (default $CNNKIT_MAX_PIXELS, else 40,000,000)",
     )
     parser.add_argument(
         "--max-images", type=int, default=16, help="images per request (default 16)"
@@ -51,9 +51,11 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.data.images import max_pixels
     from cnnkit.service import Limits, serve
 
-    limits = Limits(max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels,
+    pixels = max_pixels() if args.max_pixels is None else args.max_pixels
+    limits = Limits(max_bytes=int(args.max_mb * 1e6), max_pixels=pixels,
                     max_images=args.max_images, timeout=args.timeout, max_batch=args.max_batch)  # fmt: skip
     serve(args.run, args.host, args.port, args.engine, args.tta, limits)
     return 0

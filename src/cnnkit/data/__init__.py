@@ -84,6 +84,13 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     src = _SOURCES[cfg.name](cfg)
     splits = [src.train, src.test, src.val]
     if cfg.image_size and cfg.name != "folder":  # folders are decoded at that size already
+        from cnnkit.resources import require_data_memory
+
+        count = sum(len(s) for s in splits if s is not None and s.in_memory)
+        channels = src.train.x.shape[-1]
+        require_data_memory(
+            count, (cfg.image_size, cfg.image_size, channels), f"data.name={cfg.name}"
+        )
         splits = [_resized(s, cfg.image_size) for s in splits]
     train, test, val = splits
     assert train is not None and test is not None

@@ -42,6 +42,10 @@ class Archive:
     archive: str
     folder: str
     marker: str  # a file that only an extracted copy has
+    # The largest batch file the format holds (images x 3,072 bytes, their labels and file
+    # names, with room to spare): a member or file claiming more is refused before it is read.
+    max_member: int = 40_000_000  # CIFAR-10: 10,000 images a batch (31 MB)
+    max_archive: int = 250_000_000  # a download larger than this is not the archive (163 MB)
 
 
 CIFAR10 = Archive("CIFAR-10", URL, MD5, ARCHIVE, FOLDER, META)
@@ -69,7 +73,7 @@ def locate(path: str | None, allow_download: bool, spec: Archive = CIFAR10) -> P
     if not allow_download:
         raise DataError(f"{spec.title} not found in {where} and data.download=false; {hint}")
     try:
-        return download(spec.url, looked[-1] / spec.archive, spec.md5)
+        return download(spec.url, looked[-1] / spec.archive, spec.md5, spec.max_archive)
     except DataError as exc:
         raise DataError(f"{spec.title} not found in {where} and {exc}; {hint}") from None
 
@@ -89,7 +93,7 @@ def load(path: str | None, allow_download: bool) -> Source:
     """Read CIFAR-10's training and test batches."""
     source = locate(path, allow_download)
     try:
-        batches = dict(read_members(source, {*TRAIN_BATCHES, TEST_BATCH, META}))
+        batches = dict(read_members(source, {*TRAIN_BATCHES, TEST_BATCH, META}, CIFAR10.max_member))
     except DataError:
         raise
     except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError) as exc:
@@ -109,22 +113,50 @@ def load(path: str | None, allow_download: bool) -> Source:
     )
 
 
-def read_members(source: Path, wanted: set[str]) -> Iterator[tuple[str, dict[bytes, Any]]]:
-    """The pickled dicts named ``wanted`` from an archive or an extracted folder."""
+MAX_MEMBERS = 1_000  # the archives hold 8 or 5 files: walking more is not reading CIFAR
+
+
+def read_members(
+    source: Path, wanted: set[str], max_member: int = CIFAR10.max_member
+) -> Iterator[tuple[str, dict[bytes, Any]]]:
+    """The pickled dicts named ``wanted`` from an archive or an extracted folder; a file or
+    member larger than ``max_member`` bytes (by its header, and by what is really read) is a
+    DataError before it is read, so that memory is bounded by the format, not by the file."""
     if source.is_dir():
         for name in wanted:
             file = source / name
             if file.is_file():
+                _check_size(f"{file}", file.stat().st_size, max_member)
                 with file.open("rb") as f:
-                    yield name, safe_unpickle(f)
+                    yield name, safe_unpickle(io.BytesIO(_read_at_most(f, max_member, file)))
         return
     with tarfile.open(source, "r:*") as archive:
-        for member in archive:
+        for count, member in enumerate(archive):
+            if count >= MAX_MEMBERS:
+                raise DataError(
+                    f"{source} holds more than {MAX_MEMBERS:,} files; not a CIFAR archive"
+                )
             name = Path(member.name).name
             if member.isfile() and name in wanted:
+                _check_size(f"{source}: {member.name}", member.size, max_member)
                 handle = archive.extractfile(member)
                 if handle is not None:
-                    yield name, safe_unpickle(io.BytesIO(handle.read()))
+                    data = _read_at_most(handle, max_member, source)
+                    yield name, safe_unpickle(io.BytesIO(data))
+
+
+def _check_size(where: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise DataError(
+            f"{where} is {size:,} bytes, more than a batch of this dataset can be "
+            f"({limit:,}); it is not an official copy: download it again"
+        )
+
+
+def _read_at_most(handle: Any, limit: int, where: Path) -> bytes:
+    data = handle.read(limit + 1)
+    _check_size(str(where), len(data), limit)
+    return bytes(data)
 
 
 def _class_names(meta: dict[bytes, Any], source: Path) -> tuple[str, ...]:

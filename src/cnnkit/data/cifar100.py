@@ -23,6 +23,7 @@ SPEC = Archive(
     archive="cifar-100-python.tar.gz",
     folder="cifar-100-python",
     marker="meta",
+    max_member=200_000_000,  # one train batch of 50,000 images (156 MB)
 )
 CLASSES = {"fine": 100, "coarse": 20}
 
@@ -32,7 +33,7 @@ def load(path: str | None, allow_download: bool, label: str = "fine") -> Source:
         raise DataError(f"data.label must be fine or coarse for CIFAR-100, not {label!r}")
     source = locate(path, allow_download, SPEC)
     try:
-        members = dict(read_members(source, {"train", "test", "meta"}))
+        members = dict(read_members(source, {"train", "test", "meta"}, SPEC.max_member))
     except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError, ValueError) as exc:
         raise DataError(
             f"{source} is not a readable CIFAR-100 archive ({type(exc).__name__}: {exc}); "

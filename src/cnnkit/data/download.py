@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,8 +39,9 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, md5: str) -> Path:
-    """Fetch ``url`` to ``target``; the file appears only complete and with the right checksum."""
+def download(url: str, target: Path, md5: str, max_bytes: int) -> Path:
+    """Fetch ``url`` to ``target``; the file appears only complete and with the right checksum,
+    and a download that grows past ``max_bytes`` (the file's known size, with room) is stopped."""
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise DataError(f"downloads are disabled ({OFFLINE_ENV} is set)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,13 @@ def download(url: str, target: Path, md5: str) -> Path:
         notice(f"downloading {url} to {target}")
         with atomic_path(target) as tmp:  # the file appears only complete and checked
             with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                shutil.copyfileobj(response, out, 1 << 20)
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    if out.tell() > max_bytes:
+                        raise DataError(
+                            f"download of {url} is larger than {max_bytes:,} bytes; it is not "
+                            f"the expected file"
+                        )
             got = file_md5(tmp)
             if got != md5:
                 raise DataError(f"download of {url} has md5 {got}, expected {md5}; try again later")

@@ -105,7 +105,7 @@ def _scan(root: str | Path) -> FolderScan:
         files: list[tuple[Path, str]] = []
         for folder in classes:
             others = tops_real - {os.path.realpath(folder)}
-            walk = _walk(folder, real_root, visited | others, skipped)
+            walk = _walk(folder, real_root, visited | others, skipped, others)
             files.extend((f, folder.name) for f in walk)
         parts[part] = files
         class_folders[part] = [f.name for f in classes]
@@ -134,7 +134,11 @@ def _subfolders(folder: Path, real_root: Path, skipped: list[tuple[str, str]]) -
 
 
 def _walk(
-    folder: Path, real_root: Path, visited: set[str], skipped: list[tuple[str, str]]
+    folder: Path,
+    real_root: Path,
+    visited: set[str],
+    skipped: list[tuple[str, str]],
+    other_classes: set[str],
 ) -> Iterator[Path]:
     seen_files: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -153,8 +157,12 @@ def _walk(
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            if not _inside(os.path.realpath(path), real_root):
+            real_file = os.path.realpath(path)
+            if not _inside(real_file, real_root):
                 skipped.append((str(path), "symbolic link to a file outside the data folder"))
+            elif any(_inside(real_file, Path(other)) for other in other_classes):
+                # Its label would be this folder's, though the image is another class's.
+                skipped.append((str(path), "symbolic link into another class folder"))
             elif not path.is_file():
                 skipped.append((str(path), "broken symbolic link"))
             elif os.path.realpath(path) in seen_files:
@@ -305,7 +313,7 @@ def _decode_chunk(chunk: Sequence[Path], size: int) -> tuple[np.ndarray, list[st
 
 
 def _cache_key(files: Sequence[Path], size: int) -> str:
-    digest = hashlib.sha256(f"cnnkit-folder-v1 {size}\n".encode())
+    digest = hashlib.sha256(f"cnnkit-folder-v2 {size}\n".encode())
     for f in files:
         stat = f.stat()
         digest.update(f"{f.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -365,6 +373,10 @@ def load(cfg: DataConfig) -> Source:
     mode = cfg.cache
     if mode == "auto":
         mode = "memory" if total * size * size * CHANNELS <= cfg.cache_mb * 1e6 else "disk"
+    if mode == "memory":
+        from cnnkit.resources import require_data_memory
+
+        require_data_memory(total, (size, size, CHANNELS), f"{found.root} with data.cache=memory")
     notice(f"{found.root}: decoding {total} images to {size}x{size} RGB (data.cache={mode})")
     skipped = list(found.skipped)
     decoded: dict[str, tuple[np.ndarray | ImageArray, list[str]]] = {}

@@ -65,29 +65,43 @@ DATASETS = {
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or not) as a numpy array; a malformed file is a DataError."""
+# The largest IDX file of these datasets is MNIST's training images, 60,000 x 28 x 28 bytes
+# (47 MB): a header that claims more than this is not theirs, and is refused before it is read.
+MAX_IDX_BYTES = 100_000_000
+MAX_GZ_BYTES = 20_000_000  # a download larger than this is not one of the four files (10 MB)
+
+
+def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """An IDX file (gzipped or not) as a numpy array; a malformed file, or one whose header
+    claims more than ``max_bytes`` of values, is a DataError. Only what the header claims is
+    read (and one byte more, to notice a longer file), however much the file inflates to."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+                raise DataError(f"{path} is not an IDX file (bad magic number)")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated (header)")
+            shape = struct.unpack(f">{ndim}I", dims)
+            dtype = np.dtype(_DTYPES[head[2]])
+            expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if expected > max_bytes:
+                raise DataError(
+                    f"{path} claims {expected:,} bytes of values ({' x '.join(map(str, shape))}), "
+                    f"more than these datasets hold ({max_bytes:,}); it is not an official file"
+                )
+            data = f.read(expected + 1)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path} is not readable ({exc}); download it again") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated (header)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
+    if len(data) != expected:
         raise DataError(
-            f"{path} holds {len(data) - header} bytes of values, its header says {expected}; "
-            f"the file is damaged"
+            f"{path} holds {'more than ' if len(data) > expected else ''}{min(len(data), expected)}"
+            f" bytes of values, its header says {expected}; the file is damaged"
         )
-    return np.frombuffer(data, dtype, offset=header).reshape(shape)
+    return np.frombuffer(data, dtype).reshape(shape)
 
 
 def locate(name: str, path: str | None, allow_download: bool) -> dict[str, Path]:
@@ -114,7 +128,7 @@ def locate(name: str, path: str | None, allow_download: bool) -> dict[str, Path]
     try:
         for file, md5 in spec.md5.items():
             if not (target / file).is_file():
-                download(spec.url + file, target / file, md5)
+                download(spec.url + file, target / file, md5, MAX_GZ_BYTES)
     except DataError as exc:
         raise DataError(f"{spec.title} not found in {where} and {exc}; {hint}") from None
     found = _find(target)

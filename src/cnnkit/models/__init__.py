@@ -110,7 +110,15 @@ def create_model(
     check_hparams(name, params)
     check_weights(name, weights)
     extra = {"weights": weights} if takes_weights(name) else {}
-    return get_factory(name)(tuple(input_shape), int(num_classes), **extra, **params)
+    try:
+        return get_factory(name)(tuple(input_shape), int(num_classes), **extra, **params)
+    except (ValueError, TypeError) as exc:  # a parameter value the layers cannot take
+        if not params:
+            raise
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model {name} cannot be built with model.params {params} ({reason})"
+        ) from None
 
 
 @dataclass(frozen=True)
