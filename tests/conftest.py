@@ -213,3 +213,30 @@ def files_snapshot() -> Callable[[Path], dict[str, bytes]]:
         }
 
     return snapshot
+
+
+def start_server(run: Path, *args: str) -> tuple[int, subprocess.Popen[str]]:
+    """``cnnkit serve RUN ARGS`` as a real process on a free port, once it answers /health
+    (a test fails with the server's own words if it does not start within 90 s)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "serve", str(run), "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return port, process
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start: {process.communicate()[1][-2000:]}")
+            time.sleep(0.3)

@@ -10,11 +10,7 @@ within 1.5 GiB of its own and back near it afterwards. Large images are written 
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -28,7 +24,7 @@ from PIL import Image
 from cnnkit.data import cifar, idx
 from cnnkit.data.images import load_image
 from cnnkit.errors import DataError, ImageError
-from conftest import REPO, cli
+from conftest import REPO, cli, start_server
 from hostile import big_png, peaks
 
 GiB = 1 << 30
@@ -93,32 +89,13 @@ def test_the_pixel_limit_is_one_setting(
     assert load_image(bombs["photo"], (8, 8), 1).shape == (8, 8, 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_under_concurrent_bombs_stays_within_its_bound(
     digits_run: Path, bombs: dict[str, Path]
 ) -> None:
-    psutil = pytest.importorskip("psutil")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cnnkit", "serve", str(digits_run), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )  # fmt: skip
+    import psutil  # in the dev extra
+    port, server = start_server(digits_run)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stderr
-                time.sleep(0.3)
         process = psutil.Process(server.pid)
         baseline = process.memory_info().rss
         peak, done = baseline, threading.Event()

@@ -7,11 +7,7 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,34 +16,13 @@ import pytest
 from PIL import Image
 
 from browser import ARTIFACTS, FLAGS, chromium
-from conftest import REPO, run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from conftest import run_cli, start_server
 
 
 @pytest.fixture(scope="module")
 def server(digits_run: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnkit", "serve", str(digits_run), "--port", str(port),
-         "--max-mb", "0.2", "--max-pixels", "1000000", "--max-images", "4", "--max-batch", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start: {process.communicate()[1][-2000:]}")
-            time.sleep(0.3)
+    port, process = start_server(digits_run, "--max-mb", "0.2", "--max-pixels", "1000000",
+                                 "--max-images", "4", "--max-batch", "8")  # fmt: skip
     yield port, process
     process.terminate()
     process.wait(timeout=30)
