@@ -93,6 +93,7 @@ def test_serve_under_concurrent_bombs_stays_within_its_bound(
     digits_run: Path, bombs: dict[str, Path]
 ) -> None:
     import psutil  # in the dev extra
+
     port, server = start_server(digits_run)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -44,7 +44,7 @@ def test_predict_table_and_errors_keep_one_line_per_file(digits_run: Path, tmp_p
     assert answer[0]["image"] == files[1]
 
 
-@pytest.mark.parametrize("verb", ["data inspect", "train"])
+@pytest.mark.parametrize("verb", ["data inspect", pytest.param("train", marks=pytest.mark.slow)])
 def test_class_names_with_control_characters_stay_on_one_line(verb: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = tmp_path / "data"

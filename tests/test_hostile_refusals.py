@@ -60,6 +60,7 @@ def test_foreign_and_damaged_model_files(run_copy: Path, tmp_path: Path) -> None
     assert "damaged" in _one_line(cli("predict", str(run_copy), str(image), "--engine", "onnx"))
 
 
+@pytest.mark.slow  # trains twice
 def test_a_full_disk_during_training_is_one_line_and_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
