@@ -1,6 +1,7 @@
 """The fast recipe's training step in cnnkit (Keras) against the same network in plain PyTorch.
 
-    python benchmarks/torch_reference.py --torch-python PATH [--repeats 3] [--steps 6] [--batch 1024]
+    python benchmarks/torch_reference.py --torch-python PATH [--precision fp32|bf16] [--eigen]
+                                         [--repeats 3] [--steps 6] [--batch 1024]
 
 Issue 4's time target (505 s a run) was measured with a public PyTorch implementation of
 airbench94 on this kind of machine, on another day; this machine's speed changes from day to day
@@ -13,11 +14,17 @@ environment that has it, e.g.
 Each repeat runs one fresh worker process per framework, alternating, so that a noisy neighbour
 slows both alike. A worker trains ``--steps`` steps of ``--batch`` random images after two
 warm-up steps and reports the median step: Keras runs cnnkit's ``fast_cnn`` with the ``fast``
-preset's optimizer, in mixed_bfloat16, through ``fit`` (the in-graph augmentation of the preset
-is numpy-side and left out); PyTorch runs the same network (2x2 whitening conv with 24 filters,
-three groups 64/256/256 of conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU, max-pool, linear, x 1/9)
-written here, with Nesterov SGD, ``torch.autocast(bfloat16)`` and channels_last, as airbench does.
-Prints both medians in images/s and their ratio; ``--json`` keeps the numbers.
+preset's optimizer, through ``fit`` (the in-graph augmentation of the preset is numpy-side and
+left out); PyTorch runs the same network (2x2 whitening conv with 24 filters, three groups
+64/256/256 of conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU, max-pool, linear, x 1/9) written
+here, with Nesterov SGD and channels_last, as airbench does.
+
+``--precision``: bf16 (Keras's mixed_bfloat16 against ``torch.autocast(bfloat16)``; fast only on
+CPUs with AMX or AVX512-BF16) or fp32 (both in float32; any CPU). Default: bf16 where the CPU has
+bf16 instructions, else fp32. ``--eigen`` adds a third worker, cnnkit with TensorFlow's oneDNN
+kernels off (``TF_ENABLE_ONEDNN_OPTS=0``: what TensorFlow does by itself on CPUs without
+AVX512-VNNI/BF16 or AMX), so that the gain of turning oneDNN on is measured in the same run.
+Prints the medians in images/s and the ratios; ``--json`` keeps the numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 
 
-def keras_worker(batch: int, steps: int) -> list[float]:
+def keras_worker(batch: int, steps: int, precision: str) -> list[float]:
     import numpy as np
 
     from cnnkit.config import load_config
@@ -43,7 +49,7 @@ def keras_worker(batch: int, steps: int) -> list[float]:
     from cnnkit.trainer import _StepTimer, adapt_layers
 
     keras = import_keras()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     keras.utils.set_random_seed(0)
     cfg = load_config("fast")
     rng = np.random.default_rng(0)
@@ -61,7 +67,9 @@ def keras_worker(batch: int, steps: int) -> list[float]:
     return list(timer.seconds[2:])
 
 
-def torch_worker(batch: int, steps: int) -> list[float]:
+def torch_worker(batch: int, steps: int, precision: str) -> list[float]:
+    import contextlib
+
     import torch
     from torch import nn
 
@@ -98,7 +106,9 @@ def torch_worker(batch: int, steps: int) -> list[float]:
     seconds = []
     for step in range(steps + 2):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())  # fmt: skip
+        with cast:
             loss = loss_fn(net(x), y).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,19 +118,13 @@ def torch_worker(batch: int, steps: int) -> list[float]:
     return seconds
 
 
-def run_worker(python: str, framework: str, batch: int, steps: int) -> float:
+def run_worker(python: str, framework: str, batch: int, steps: int, precision: str) -> float:
     """Median images/s of one fresh worker process."""
-    command = [
-        python,
-        __file__,
-        "--worker",
-        framework,
-        "--batch",
-        str(batch),
-        "--steps",
-        str(steps),
-    ]
+    command = [python, __file__, "--worker", framework, "--batch", str(batch), "--steps",
+               str(steps), "--precision", precision]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    if framework == "keras-eigen":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("SECONDS ")]
     if done.returncode or not lines:
@@ -134,40 +138,60 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--torch-python", help="an interpreter whose environment has torch")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the "
+                        "CPU has bf16 instructions (AMX, AVX512-BF16), else fp32")  # fmt: skip
+    parser.add_argument("--eigen", action="store_true",
+                        help="also time cnnkit with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--json", default="benchmarks/results/torch_reference.json")
-    parser.add_argument("--worker", choices=["keras", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["keras", "keras-eigen", "torch"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.precision is None:
+        from cnnkit.env import cpu_has_bf16
+
+        args.precision = "bf16" if cpu_has_bf16() else "fp32"
     if args.worker:
-        work = keras_worker if args.worker == "keras" else torch_worker
-        print("SECONDS " + json.dumps(work(args.batch, args.steps)), flush=True)
+        work = torch_worker if args.worker == "torch" else keras_worker
+        print("SECONDS " + json.dumps(work(args.batch, args.steps, args.precision)), flush=True)
         return 0
     if not args.torch_python:
         parser.error("--torch-python PATH is needed (an interpreter with torch installed)")
 
-    rates: dict[str, list[float]] = {"keras": [], "torch": []}
+    workers = {"keras": sys.executable, "torch": args.torch_python}
+    if args.eigen:
+        workers["keras-eigen"] = sys.executable
+    rates: dict[str, list[float]] = {name: [] for name in workers}
     for repeat in range(args.repeats):
-        rates["keras"].append(run_worker(sys.executable, "keras", args.batch, args.steps))
-        rates["torch"].append(run_worker(args.torch_python, "torch", args.batch, args.steps))
-        print(
-            f"repeat {repeat + 1}/{args.repeats}: cnnkit (Keras) {rates['keras'][-1]:,.0f} img/s, "
-            f"PyTorch {rates['torch'][-1]:,.0f} img/s",
-            flush=True,
-        )
-    keras_rate, torch_rate = (statistics.median(rates[k]) for k in ("keras", "torch"))
+        for name, python in workers.items():  # alternating, a fresh process each
+            rates[name].append(run_worker(python, name, args.batch, args.steps, args.precision))
+        print(f"repeat {repeat + 1}/{args.repeats}: "
+              + ", ".join(f"{name} {rates[name][-1]:,.0f} img/s" for name in workers), flush=True)  # fmt: skip
+    medians = {name: statistics.median(values) for name, values in rates.items()}
     print(
-        f"\nfast_cnn training, batch {args.batch}, bf16, medians of {args.repeats}: cnnkit "
-        f"{keras_rate:,.0f} img/s, PyTorch {torch_rate:,.0f} img/s: cnnkit at "
-        f"{keras_rate / torch_rate:.2f}x PyTorch's speed"
+        f"\nfast_cnn training, batch {args.batch}, {args.precision}, medians of {args.repeats}: "
+        + ", ".join(f"{name} {rate:,.0f} img/s" for name, rate in medians.items())
+        + f"; cnnkit at {medians['keras'] / medians['torch']:.2f}x PyTorch's speed"
+        + (
+            f", {medians['keras'] / medians['keras-eigen']:.2f}x its speed with oneDNN off"
+            if args.eigen
+            else ""
+        )
     )
+    from cnnkit.env import cpu_flags, cpu_model
+
     record = {
-        "machine": {"processor": platform.processor(), "cores": os.cpu_count()},
-        "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
-        "keras_images_per_second": [round(v, 1) for v in rates["keras"]],
-        "torch_images_per_second": [round(v, 1) for v in rates["torch"]],
-        "ratio_of_medians": round(keras_rate / torch_rate, 3),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                    "bf16": bool({"amx_bf16", "avx512_bf16"} & cpu_flags()),
+                    "avx512": "avx512f" in cpu_flags()},
+        "precision": args.precision, "batch": args.batch, "steps": args.steps,
+        "repeats": args.repeats,
+        "images_per_second": {name: [round(v, 1) for v in values] for name, values in rates.items()},
+        "ratio_of_medians": round(medians["keras"] / medians["torch"], 3),
+        **({"onednn_gain": round(medians["keras"] / medians["keras-eigen"], 3)} if args.eigen else {}),
     }  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(record, indent=2) + "\n")

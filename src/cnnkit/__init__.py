@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Before any entry point (the command, this API, serve, the benchmarks) can import TensorFlow.
+from cnnkit.env import configure_cpu
+
+configure_cpu()
+
 # Module names are nouns and API names verbs, so that importing a module never hides a function.
 _LAZY = {
     # train, resume, evaluate (cnnkit train [--resume], cnnkit evaluate)
