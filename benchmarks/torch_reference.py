@@ -1,7 +1,8 @@
 """The fast recipe's training step in cnnkit (Keras) against the same network in plain PyTorch.
 
     python benchmarks/torch_reference.py --torch-python PATH [--precision fp32|bf16] [--eigen]
-                                         [--repeats 3] [--steps 6] [--batch 1024]
+                                         [--model fast_cnn|seed_cnn] [--repeats 3] [--steps 6]
+                                         [--batch 1024]
 
 Issue 4's time target (505 s a run) was measured with a public PyTorch implementation of
 airbench94 on this kind of machine, on another day; this machine's speed changes from day to day
@@ -17,7 +18,9 @@ warm-up steps and reports the median step: Keras runs cnnkit's ``fast_cnn`` with
 preset's optimizer, through ``fit`` (the in-graph augmentation of the preset is numpy-side and
 left out); PyTorch runs the same network (2x2 whitening conv with 24 filters, three groups
 64/256/256 of conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU, max-pool, linear, x 1/9) written
-here, with Nesterov SGD and channels_last, as airbench does.
+here, with Nesterov SGD and channels_last, as airbench does. ``--model seed_cnn``: the tutorial's
+network instead (cnnkit's ``seed_cnn`` with the ``seed`` preset's Adam 1e-4, and the same layers in
+PyTorch with Adam 1e-4).
 
 ``--precision``: bf16 (Keras's mixed_bfloat16 against ``torch.autocast(bfloat16)``; fast only on
 CPUs with AMX or AVX512-BF16) or fp32 (both in float32; any CPU). Default: bf16 where the CPU has
@@ -39,7 +42,7 @@ import time
 from pathlib import Path
 
 
-def keras_worker(batch: int, steps: int, precision: str) -> list[float]:
+def keras_worker(batch: int, steps: int, precision: str, model: str) -> list[float]:
     import numpy as np
 
     from cnnkit.config import load_config
@@ -51,12 +54,12 @@ def keras_worker(batch: int, steps: int, precision: str) -> list[float]:
     keras = import_keras()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     keras.utils.set_random_seed(0)
-    cfg = load_config("fast")
+    cfg = load_config("fast" if model == "fast_cnn" else "seed")
     rng = np.random.default_rng(0)
     n = batch * (steps + 2)
     x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
-    net = create_model("fast_cnn", (32, 32, 3), 10)
+    net = create_model(model, (32, 32, 3), 10)
     adapt_layers(net, x)
     net.compile(
         optimizer=create_optimizer(cfg.train, steps + 2, net),
@@ -67,7 +70,24 @@ def keras_worker(batch: int, steps: int, precision: str) -> list[float]:
     return list(timer.seconds[2:])
 
 
-def torch_worker(batch: int, steps: int, precision: str) -> list[float]:
+def torch_seed_cnn() -> tuple[object, object]:
+    """The tutorial's network (cnnkit's seed_cnn) and its optimizer (Adam 1e-4) in PyTorch."""
+    import torch
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    width_in = 3
+    for width in (32, 64, 128):
+        layers += [nn.Conv2d(width_in, width, 3, padding=1), nn.ReLU(),
+                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                   nn.Dropout(0.25)]  # fmt: skip
+        width_in = width
+    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 4 * 4, 512), nn.ReLU(),
+                        nn.Dropout(0.5), nn.Linear(512, 10))  # fmt: skip
+    return net, torch.optim.Adam(net.parameters(), lr=1e-4)
+
+
+def torch_worker(batch: int, steps: int, precision: str, model: str) -> list[float]:
     import contextlib
 
     import torch
@@ -100,6 +120,10 @@ def torch_worker(batch: int, steps: int, precision: str) -> list[float]:
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.85, nesterov=True, weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2, reduction="none")
+    if model == "seed_cnn":
+        net, optimizer = torch_seed_cnn()  # type: ignore[assignment]
+        net = net.to(memory_format=torch.channels_last)
+        loss_fn = nn.CrossEntropyLoss(reduction="none")
     x = torch.randint(0, 256, (batch, 3, 32, 32)).float().div(255)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
@@ -118,10 +142,12 @@ def torch_worker(batch: int, steps: int, precision: str) -> list[float]:
     return seconds
 
 
-def run_worker(python: str, framework: str, batch: int, steps: int, precision: str) -> float:
+def run_worker(
+    python: str, framework: str, batch: int, steps: int, precision: str, model: str
+) -> float:
     """Median images/s of one fresh worker process."""
     command = [python, __file__, "--worker", framework, "--batch", str(batch), "--steps",
-               str(steps), "--precision", precision]  # fmt: skip
+               str(steps), "--precision", precision, "--model", model]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     if framework == "keras-eigen":
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
@@ -142,6 +168,9 @@ def main() -> int:
                         "CPU has bf16 instructions (AMX, AVX512-BF16), else fp32")  # fmt: skip
     parser.add_argument("--eigen", action="store_true",
                         help="also time cnnkit with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)")  # fmt: skip
+    parser.add_argument("--model", choices=["fast_cnn", "seed_cnn"], default="fast_cnn",
+                        help="fast_cnn (the fast preset's) or seed_cnn (the tutorial's, with "
+                        "Adam)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=1024)
@@ -156,7 +185,8 @@ def main() -> int:
         args.precision = "bf16" if cpu_has_bf16() else "fp32"
     if args.worker:
         work = torch_worker if args.worker == "torch" else keras_worker
-        print("SECONDS " + json.dumps(work(args.batch, args.steps, args.precision)), flush=True)
+        seconds = work(args.batch, args.steps, args.precision, args.model)
+        print("SECONDS " + json.dumps(seconds), flush=True)
         return 0
     if not args.torch_python:
         parser.error("--torch-python PATH is needed (an interpreter with torch installed)")
@@ -167,12 +197,14 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in workers}
     for repeat in range(args.repeats):
         for name, python in workers.items():  # alternating, a fresh process each
-            rates[name].append(run_worker(python, name, args.batch, args.steps, args.precision))
+            rates[name].append(
+                run_worker(python, name, args.batch, args.steps, args.precision, args.model)
+            )
         print(f"repeat {repeat + 1}/{args.repeats}: "
               + ", ".join(f"{name} {rates[name][-1]:,.0f} img/s" for name in workers), flush=True)  # fmt: skip
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(
-        f"\nfast_cnn training, batch {args.batch}, {args.precision}, medians of {args.repeats}: "
+        f"\n{args.model} training, batch {args.batch}, {args.precision}, medians of {args.repeats}: "
         + ", ".join(f"{name} {rate:,.0f} img/s" for name, rate in medians.items())
         + f"; cnnkit at {medians['keras'] / medians['torch']:.2f}x PyTorch's speed"
         + (
@@ -187,7 +219,7 @@ def main() -> int:
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "bf16": bool({"amx_bf16", "avx512_bf16"} & cpu_flags()),
                     "avx512": "avx512f" in cpu_flags()},
-        "precision": args.precision, "batch": args.batch, "steps": args.steps,
+        "model": args.model, "precision": args.precision, "batch": args.batch, "steps": args.steps,
         "repeats": args.repeats,
         "images_per_second": {name: [round(v, 1) for v in values] for name, values in rates.items()},
         "ratio_of_medians": round(medians["keras"] / medians["torch"], 3),
