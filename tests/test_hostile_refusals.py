@@ -95,6 +95,19 @@ def test_a_full_disk_during_training_is_one_line_and_recorded(
     second = next(r for r in runs.iterdir() if r != run)
     assert json.loads((second / "run.json").read_text())["status"] == "running"
 
+    # Any other file of the run that cannot be written for want of space: one line that names
+    # the run and how to continue it.
+    monkeypatch.undo()
+
+    def history_full(self: Run, history: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "history.csv"))
+
+    monkeypatch.setattr(Run, "write_history", history_full)
+    line = _one_line(cli("train", "--preset", "smoke", "data.name=synthetic", "train.epochs=1",
+                         "--runs-dir", str(runs), "name=third"))  # fmt: skip
+    assert "the disk of" in line and f"cnnkit train --resume {runs / 'third'}" in line
+    assert json.loads((runs / "third" / "run.json").read_text())["status"] == "failed"
+
 
 def test_a_refused_run_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil as shell
