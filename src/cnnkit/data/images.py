@@ -198,10 +198,7 @@ def _reduced(opened: Any, size: tuple[int, int], orientation: int) -> Any:
     if opened.format != "JPEG":
         orientation = _orientation(opened)
     height, width = _target(size, orientation)
-    image = _reducible(opened)
-    factor = min(image.width // (width * REDUCING_GAP), image.height // (height * REDUCING_GAP))
-    if factor >= 2:
-        image = image.reduce(factor)
+    image = _reduced_towards(_reducible(opened), height, width)
     if orientation in _ORIENTATION:
         image = image.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
     return image
@@ -212,6 +209,13 @@ def _orientation(opened: Any) -> int:
         return int(opened.getexif().get(0x0112, 1))
     except Exception:  # a damaged EXIF block: shown as stored
         return 1
+
+
+def _reduced_towards(image: Any, height: int, width: int) -> Any:
+    """``image`` box-reduced by the largest whole factor that keeps it at least REDUCING_GAP
+    times ``height`` x ``width`` (unchanged where that factor is below 2)."""
+    factor = min(image.width // (width * REDUCING_GAP), image.height // (height * REDUCING_GAP))
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def _reducible(image: Any) -> Any:
@@ -241,10 +245,8 @@ def to_array(image: object, size: tuple[int, int], channels: int) -> np.ndarray:
 
     assert isinstance(image, Image.Image)
     height, width = size
-    image = _reducible(image)
-    factor = min(image.width // (width * REDUCING_GAP), image.height // (height * REDUCING_GAP))
-    if factor >= 2:  # as a decoded file is (load_image), so arrays and files agree
-        image = image.reduce(factor)
+    # As a decoded file is (load_image), so that arrays and files agree.
+    image = _reduced_towards(_reducible(image), height, width)
     if image.mode == "I":
         # 32-bit integer greys: scale to 8 bits rather than clip at 255.
         values = np.asarray(image, dtype=np.float64)
