@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -213,11 +215,14 @@ def test_budget_sets_the_epochs_from_the_measured_speed(monkeypatch: pytest.Monk
 
     data = load_dataset(DataConfig(name="synthetic", val_split=0.0), seed=0)  # 800 images
     monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: 400.0)
-    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=30"])
+    config = load_config(
+        "fast", overrides=["data.name=synthetic", "train.budget=30", "model.params.widths=[8,8,8]"]
+    )
     resolved, record = budget.fit_budget(config, data, "float32")
-    # (30 s - calibration) * 400 images/s * 0.95 // 800 images: 14 epochs at most, fewer if slow.
-    assert 1 <= resolved.train.epochs <= 14 and record["epochs"] == resolved.train.epochs
-    assert record["images_per_second"] == 400.0
+    # 30 s / (800 images / (400 images/s * 0.9) + 1.5 s an epoch): 8 passes at most.
+    assert 1 <= resolved.train.epochs <= 8 and record["epochs"] == resolved.train.epochs
+    assert record["images_per_second"] == 400.0 and "widths" not in record  # the user's widths
+    assert resolved.model.params == {"widths": [8, 8, 8]}
     with pytest.raises(ConfigError, match="too short"):
         budget.fit_budget(config.replace(**{"train.budget": 1.0}), data, "float32")
 
@@ -234,36 +239,84 @@ def test_budget_below_one_epoch_trains_one_epoch_on_a_stratified_sample(
     )
     data = load_dataset(config.data, config.seed)  # 800 images, no validation split
     resolved, record = budget.fit_budget(config, data, "float32")
-    # (10 s - calibration) * 50 images/s * 0.95: at most 475 images, one epoch over them.
-    assert resolved.train.epochs == 1 and 128 <= record["train_images"] <= 475
+    # (10 s - calibration - 1.5 s) * 50 images/s * 0.9: at most 382 images, one epoch over
+    # them, on the narrowest member of the family.
+    assert resolved.train.epochs == 1 and 128 <= record["train_images"] <= 382
+    assert resolved.model.params["widths"] == list(budget.FAMILY[0])
     sample = load_dataset(resolved.data, resolved.seed)
     assert len(sample.train) == record["train_images"] == resolved.data.train_subset
     assert np.bincount(sample.train.y).min() >= np.bincount(sample.train.y).max() - 1  # stratified
 
 
-def test_short_budget_trains_smaller_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below one epoch, batches shrink (not under 256) until the schedule has ~150 steps."""
-    from cnnkit import budget, trainer
+def _measured_by_width(monkeypatch: pytest.MonkeyPatch, speeds: dict[int, float]) -> list[Any]:
+    """Make the budget's probe answer ``speeds[first width]`` and record what it measured."""
+    from cnnkit import budget
+
+    probes: list[Any] = []
+
+    def measure(config: Any, data: Any, params: dict[str, Any]) -> float:
+        probes.append(tuple(params["widths"]))
+        return speeds[params["widths"][0]]
+
+    monkeypatch.setattr(budget, "_measure", measure)
+    return probes
+
+
+def test_budget_chooses_the_widest_network_that_sees_the_data_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The family member that makes MIN_PASSES passes in the time left, at most two probes,
+    and the width recorded in the config (so that a resume builds the same network)."""
+    from cnnkit import budget
     from cnnkit.data import load_dataset
 
-    batches = []
-
-    def speed(build, train, num_classes, cfg, augment):  # type: ignore[no-untyped-def]
-        batches.append(cfg.batch_size)
-        return 200.0
-
-    monkeypatch.setattr(trainer, "measure_speed", speed)
-    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=300"])
-    data = load_dataset(config.data, config.seed)  # 800 images: 300 s is many epochs
+    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=100"])
+    data = load_dataset(config.data, config.seed)  # 800 images
+    # 100 s at 10 images/s is ~1 pass for the narrowest: it trains, measured alone.
+    probes = _measured_by_width(monkeypatch, {16: 10.0, 32: 5.0, 48: 2.5, 64: 1.0})
     resolved, record = budget.fit_budget(config, data, "float32")
-    assert batches == [256]  # measured at 256 at most, then the preset's own batch trains
-    assert resolved.train.batch_size == 1024 and resolved.train.epochs > 1
-    monkeypatch.setattr(budget, "SHORT_STEPS", 4)  # scale the rule to the small data set
-    resolved, record = budget.fit_budget(config.replace(**{"train.budget": 4.0}), data, "float32")
-    # (4 s - calibration) * 200 images/s * 0.95 < 760 images: fewer than 4 steps of 1024 or 512.
-    assert resolved.train.epochs == 1 and resolved.train.batch_size == 256
-    assert record["batch_size"] == 256 and resolved.data.train_subset == record["train_images"]
-    few = config.replace(**{"train.budget": 4.0, "train.batch_size": 128})
+    assert probes == [budget.FAMILY[0]] and record["widths"] == list(budget.FAMILY[0])
+    # The third member is estimated at 2.3 passes, measured at 1.1; the second then measured at
+    # 4.2 passes: it trains, at its measured speed.
+    probes = _measured_by_width(monkeypatch, {16: 100.0, 32: 40.0, 48: 10.0, 64: 5.0})
+    resolved, record = budget.fit_budget(config, data, "float32")
+    assert probes == [budget.FAMILY[0], budget.FAMILY[2], budget.FAMILY[1]]
+    assert resolved.model.params["widths"] == record["widths"] == list(budget.FAMILY[1])
+    assert record["images_per_second"] == 40.0 and record["epochs"] == resolved.train.epochs >= 4
+    assert set(record["measured"]) == {"16x64x64", "32x128x128", "48x192x192"}
+    # The second member also measured slower than its estimate: back to the narrowest.
+    probes = _measured_by_width(monkeypatch, {16: 100.0, 32: 5.0, 48: 10.0, 64: 5.0})
+    resolved, record = budget.fit_budget(config, data, "float32")
+    assert record["widths"] == list(budget.FAMILY[0]) and record["images_per_second"] == 100.0
+    # Much faster: the full network, with its speed estimated from the nearest measured member.
+    probes = _measured_by_width(monkeypatch, {16: 2000.0, 32: 1000.0, 48: 800.0, 64: 600.0})
+    resolved, record = budget.fit_budget(config, data, "float32")
+    assert record["widths"] == list(budget.FAMILY[-1]) == [64, 256, 256] and len(probes) == 2
+    # Another network, or widths of the user's own: never changed.
+    seed = load_config("seed", overrides=["data.name=synthetic", "train.budget=100"])
+    assert not budget.chooses_width(seed)
+    assert not budget.chooses_width(config.replace(**{"model.params.widths": [8, 8, 8]}))
+
+
+def test_budget_rounds_passes_to_epochs_and_halves_the_batch_towards_enough_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cnnkit import budget
+    from cnnkit.data import load_dataset
+
+    config = load_config("fast", overrides=["data.name=synthetic", "train.budget=300"])
+    data = load_dataset(config.data, config.seed)  # 800 images
+    _measured_by_width(monkeypatch, {16: 8.0, 32: 3.0, 48: 1.0, 64: 1.0})
+    monkeypatch.setattr(budget, "TARGET_STEPS", 8)  # scale the rule to the small data set
+    resolved, record = budget.fit_budget(config, data, "float32")
+    # 300 s / (800 images / (8 images/s * 0.9) + 1.5 s an epoch): 2.66 passes, rounded up to 3 epochs on the
+    # ~709 images that 3 epochs fit.
+    assert record["widths"] == list(budget.FAMILY[0]) and 2.6 < record["passes"] <= 2.69
+    assert resolved.train.epochs == 3 and 690 < record["train_images"] <= 709
+    assert resolved.data.train_subset == record["train_images"]
+    # 3 epochs x ~760 images: 3 steps of 1024, 6 of 512, 9 of 256 (the smallest it goes).
+    assert resolved.train.batch_size == record["batch_size"] == 256
+    few = config.replace(**{"train.batch_size": 128})
     assert budget.fit_budget(few, data, "float32")[0].train.batch_size == 128  # never larger
 
 

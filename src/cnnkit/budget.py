@@ -1,8 +1,16 @@
-"""The time-budget policy: how many epochs (or how many images, and which batch) ``train.budget``
-seconds buy at the speed measured on this machine; and the warning for too few optimizer steps.
+"""The time-budget policy: what ``train.budget`` seconds buy on this machine, at its measured
+speed (the network's width, the number of passes over the data, the batch); and the warning for
+too few optimizer steps.
 
 The whole schedule (warm-up, decay, lookahead) then spans what fits: a short budget gets a
 complete short schedule rather than the start of a long one.
+
+For the fast network (``fast_cnn`` with widths the user did not set) the budget also chooses
+the width, from a family of the fast network (:data:`FAMILY`): on a slow CPU the full network
+sees less than one pass in two minutes, while a narrower one sees the data several times and
+ends higher. The rule is the widest member that makes at least :data:`MIN_PASSES` passes over
+the training images in the time left. Other members' speeds are guessed from the one measured
+(RELATIVE_COST) only to decide which to measure next: the chosen member's speed is measured.
 """
 
 from __future__ import annotations
@@ -18,74 +26,150 @@ from cnnkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# A budget that fits less than one epoch trains smaller batches, down to SHORT_BATCH, so that
-# its one short schedule still takes about SHORT_STEPS optimizer steps: at the fast preset's
-# batch of 1024, two minutes here are ~40 steps. Its rates are per example and carry over.
-SHORT_STEPS = 150
+# The fast network's family, narrowest first, ending at fast_cnn's own widths (airbench94's).
+# Most of the work of the first group is at 31x31 and buys little accuracy early on, so the
+# narrow members keep it at 16 filters and spend on the later groups.
+FAMILY: tuple[tuple[int, int, int], ...] = (
+    (16, 64, 64),
+    (32, 128, 128),
+    (48, 192, 192),
+    (64, 256, 256),
+)
+# Seconds per training image of each member, relative to the first: only to guess which member
+# to measure next (the speed that sizes the run is always measured). Medians of two probes at
+# batch 256, float32, on an AVX2-only 2-core EPYC (1,305, 540, 279, 156 images/s; issue 16).
+RELATIVE_COST: tuple[float, ...] = (1.0, 2.4, 4.7, 8.4)
+# A member is chosen over a narrower one once it makes this many passes in the time left. On
+# CIFAR-10 (issue 16, one seed each): (16, 64, 64) for 2 passes, 77.2 %; (32, 64, 64) for 1 pass,
+# 68.3 %; the full network for 0.9 passes (on a faster CPU), 75.7 %.
+MIN_PASSES = 2.0
+# Batches halve from the preset's (1024 for fast) while the whole schedule would make fewer
+# than TARGET_STEPS optimizer steps (the fast recipe's 10 epochs make 490), not below
+# SHORT_BATCH. The fast recipe's rates are per example, so they carry over.
+TARGET_STEPS = 400
 SHORT_BATCH = 256
-# What an epoch costs beyond its training steps (validation, checkpoints, augmentation).
-OVERHEAD = 0.05
+# What training costs beyond the probe's steady steps: a share of every step (real epochs ran
+# at 0.79-0.96 of the probed speed here: the data pipeline over the whole array, the metrics)
+# and seconds per epoch (augmentation, the checkpoint, the first step's trace).
+OVERHEAD = 0.10
+EPOCH_SECONDS = 1.5
+# Passes are rounded up to whole epochs (on a sample that fits) from this fraction of a pass on;
+# below it, down (leaving at most this much of a pass unused).
+ROUND_UP = 0.25
 
 
-def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, float]]:
-    """Set train.epochs so that training fits in train.budget seconds, at a measured speed.
+def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str, Any]]:
+    """Choose what ``config.train.budget`` seconds train, at speeds measured here.
 
-    Returns the changed config and the record run.json keeps (``budget``). The speed is measured
+    Returns the changed config and the record run.json keeps (``budget``). Speeds are measured
     at a batch of at most SHORT_BATCH (quick; on a CPU the speed hardly depends on the batch, on
-    a GPU a larger batch is faster, so the estimate errs on the side of fitting). Less than one
-    epoch: one epoch on a stratified sample of the size that fits, drawn before the validation
-    split like ``data.train_subset`` (which records it for resume and for the run's config).
+    a GPU a larger batch is faster, so the estimate errs on the side of fitting). The passes
+    that fit are rounded to whole epochs; when the epochs would take longer than the budget,
+    they run on a stratified sample of the training images of the size that fits, drawn before
+    the validation split like ``data.train_subset`` (which records it for resume and for the
+    run's config). Changes ``model.params.widths`` (when the budget chose the width),
+    ``train.epochs``, ``train.batch_size`` and ``data.train_subset``.
     """
-    from cnnkit import env, trainer
-    from cnnkit.models import create_model
+    from cnnkit import env
 
     start = time.perf_counter()
     keras = env.import_keras()
     keras.mixed_precision.set_global_policy(policy)
+    budget = config.train.budget
+    n = len(data.train)
+
+    def left() -> float:
+        return budget - (time.perf_counter() - start)
+
+    params = dict(config.model.params)
+    record: dict[str, Any] = {"seconds": budget}
+    if chooses_width(config):
+        speeds = {0: _measure(config, data, {**params, "widths": list(FAMILY[0])})}
+        member = choose_member(speeds, left(), n)
+        while member not in speeds:  # each member is measured once at most
+            speeds[member] = _measure(config, data, {**params, "widths": list(FAMILY[member])})
+            member = choose_member(speeds, left(), n)
+        speed = member_speed(speeds, member)
+        params["widths"] = list(FAMILY[member])
+        record["widths"] = params["widths"]
+        record["measured"] = {"x".join(map(str, FAMILY[i])): round(s, 1) for i, s in speeds.items()}
+    else:
+        speed = _measure(config, data, params)
+    spent = budget - left()
+    passes = _passes(left(), speed, n)
+    epochs = max(1, math.ceil(passes - ROUND_UP))
+    images = _images(left(), speed, epochs)
+    per_epoch = min(n, int(images / epochs))
+    batch = config.train.batch_size
+    while batch > SHORT_BATCH and epochs * (per_epoch / batch) < TARGET_STEPS:
+        batch //= 2
+    keep = 1.0 - config.data.val_split
+    subset = int(per_epoch / keep)
+    if per_epoch < min(n, max(2 * batch, 10 * data.num_classes)):
+        raise ConfigError(
+            f"train.budget={budget:g} s is too short: {speed:.0f} training images/s "
+            f"here, after {spent:.0f} s measuring it; give at least "
+            f"{spent + EPOCH_SECONDS + 2 * batch / speed / (1 - OVERHEAD) + 1:.0f} s"
+        )
+    record.update(images_per_second=round(speed, 1), calibration_seconds=round(spent, 1),
+                  passes=round(passes, 2), epochs=epochs, batch_size=batch)  # fmt: skip
+    changes: dict[str, Any] = {"train.epochs": epochs, "train.batch_size": batch}
+    if "widths" in record:
+        changes["model.params.widths"] = params["widths"]
+    sample = ""
+    if per_epoch < n:
+        record["train_images"] = int(subset * keep)
+        changes["data.train_subset"] = subset
+        sample = f" on {int(subset * keep)} of the {n} training images"
+    width = f", widths {params['widths']}" if "widths" in record else ""
+    log.info(
+        "budget %g s: %.0f images/s measured%s, so %d epoch%s%s at batch %d",
+        budget, speed, width, epochs, "s" if epochs > 1 else "", sample, batch,
+    )  # fmt: skip
+    return config.replace(**changes), record
+
+
+def chooses_width(config: Config) -> bool:
+    """Whether the budget chooses the network's width: the fast network, widths not set."""
+    return config.model.name == "fast_cnn" and "widths" not in config.model.params
+
+
+def choose_member(speeds: dict[int, float], seconds: float, images: int) -> int:
+    """The widest member of FAMILY that makes MIN_PASSES passes over ``images`` in ``seconds``
+    (the narrowest when none does), from the ``speeds`` measured so far (member -> images/s)."""
+    for member in reversed(range(len(FAMILY))):
+        if _passes(seconds, member_speed(speeds, member), images) >= MIN_PASSES:
+            return member
+    return 0
+
+
+def member_speed(speeds: dict[int, float], member: int) -> float:
+    """A member's images/s: measured, or scaled by RELATIVE_COST from the nearest measured one."""
+    nearest = min(speeds, key=lambda m: (abs(m - member), -m))
+    return speeds[nearest] * RELATIVE_COST[nearest] / RELATIVE_COST[member]
+
+
+def _passes(seconds: float, speed: float, images: int) -> float:
+    """How many passes over ``images`` fit in ``seconds`` at ``speed``, with the epochs' costs."""
+    return seconds / (images / (speed * (1 - OVERHEAD)) + EPOCH_SECONDS)
+
+
+def _images(seconds: float, speed: float, epochs: float) -> float:
+    """How many training images ``epochs`` epochs can take in ``seconds`` at ``speed``."""
+    return max(0.0, seconds - epochs * EPOCH_SECONDS) * speed * (1 - OVERHEAD)
+
+
+def _measure(config: Config, data: Any, params: dict[str, Any]) -> float:
+    from cnnkit import trainer
+    from cnnkit.models import create_model
 
     def build() -> Any:
         return create_model(
-            config.model.name, data.input_shape, data.num_classes, config.model.weights,
-            **config.model.params,
-        )  # fmt: skip
+            config.model.name, data.input_shape, data.num_classes, config.model.weights, **params
+        )
 
     probe = dataclasses.replace(config.train, batch_size=min(config.train.batch_size, SHORT_BATCH))
-    speed = trainer.measure_speed(build, data.train, data.num_classes, probe, config.augment)
-    spent = time.perf_counter() - start
-    images = (config.train.budget - spent) * speed * (1 - OVERHEAD)
-    epochs = int(images // len(data.train))
-    record = {"seconds": config.train.budget, "images_per_second": round(speed, 1),
-              "calibration_seconds": round(spent, 1), "epochs": max(epochs, 1)}  # fmt: skip
-    if epochs >= 1:
-        log.info(
-            "budget %g s: %.0f images/s measured, so %d epochs (was %d)",
-            config.train.budget, speed, epochs, config.train.epochs,
-        )  # fmt: skip
-        return config.replace(**{"train.epochs": epochs}), record
-    batch = config.train.batch_size
-    while batch > SHORT_BATCH and images / batch < SHORT_STEPS:
-        batch //= 2
-    keep = 1.0 - config.data.val_split
-    subset = int(images / keep)
-    if subset < max(2 * batch, 10 * data.num_classes):
-        raise ConfigError(
-            f"train.budget={config.train.budget:g} s is too short: {speed:.0f} training images/s "
-            f"here, after {spent:.0f} s measuring it; give at least "
-            f"{spent + 2 * batch / speed / (1 - OVERHEAD) + 1:.0f} s"
-        )
-    smaller = (
-        f", batches of {batch} (was {config.train.batch_size})"
-        if batch != config.train.batch_size
-        else ""
-    )
-    log.info(
-        "budget %g s: %.0f images/s measured, so 1 epoch on %d of the %d training images%s",
-        config.train.budget, speed, int(subset * keep), len(data.train), smaller,
-    )  # fmt: skip
-    record["train_images"] = int(subset * keep)
-    record["batch_size"] = batch
-    changes = {"train.epochs": 1, "data.train_subset": subset, "train.batch_size": batch}
-    return config.replace(**changes), record
+    return float(trainer.measure_speed(build, data.train, data.num_classes, probe, config.augment))
 
 
 def few_steps_warning(images: int, batch: int, epochs: int) -> str | None:

@@ -65,9 +65,12 @@ def measure_speed(
     num_classes: int,
     cfg: TrainConfig,
     augment: AugmentConfig,
-    steps: int = 6,
+    seconds: float = 3.0,
+    max_steps: int = 40,
 ) -> float:
-    """Steady-state training images/s of a throwaway copy of the model (median step time)."""
+    """Steady-state training images/s of a throwaway copy of the model: the median step time
+    of at least 4 steps after 2 that trace and warm up, timed for ``seconds`` (a narrow network
+    gets many steps, so its median is not one noisy step's; a wide one a few) or ``max_steps``."""
     net = build()
     model = training_model(net, create_augmenter(augment, 0))
     model.compile(
@@ -75,17 +78,21 @@ def measure_speed(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
     )
     batch = cfg.batch_size
-    index = np.resize(np.arange(len(train)), batch * (steps + 2))  # repeats a small set
+    index = np.resize(np.arange(len(train)), batch * (max_steps + 2))  # repeats a small set
     x, y = train.x[index], _one_hot(train.y[index], num_classes)
-    timer = _StepTimer()
+    timer = _StepTimer(warmup=2, seconds=seconds, min_steps=4)
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
-    return batch / float(np.median(timer.seconds[2:]))  # the first steps trace and warm up
+    return batch / float(np.median(timer.seconds[2:]))
 
 
 class _StepTimer(keras.callbacks.Callback):  # type: ignore[misc]
-    def __init__(self) -> None:
+    """Times each training step; stops training once ``min_steps`` steps after ``warmup``
+    took ``seconds`` in all."""
+
+    def __init__(self, warmup: int, seconds: float, min_steps: int) -> None:
         super().__init__()
         self.seconds: list[float] = []
+        self.warmup, self.limit, self.min_steps = warmup, seconds, min_steps
         self._start = 0.0
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -93,6 +100,9 @@ class _StepTimer(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
+        timed = self.seconds[self.warmup :]
+        if len(timed) >= self.min_steps and sum(timed) >= self.limit:
+            self.model.stop_training = True
 
 
 def adapt_layers(net: Any, images: np.ndarray) -> None:
