@@ -155,6 +155,7 @@ def main() -> int:
                 "eval_seconds": meta.get("eval_seconds"),
                 "final_accuracy": final, "seconds_to_target": reached,
                 "stopped_at_target": bool(meta.get("stopped_at_target")),
+                "budget": meta.get("budget"),  # what train.budget chose (widths, epochs, speed)
             })  # fmt: skip
             print(
                 f"  final {final:.4f} (tta {config.train.tta}), {total:.0f} s in all, "
@@ -190,10 +191,53 @@ def summarise(results: list[dict[str, Any]], target: float, out: Path) -> None:
             f"{statistics.median(r['total_seconds'] for r in runs):>8.0f}"
         )
     plot(results, target, out / "time_to_accuracy.png")
+    budgeted = [r for r in results if r.get("budget")]
+    if budgeted:
+        print(f"\n{'spec':<11} {'seed':>4} {'budget s':>8} {'widths':>14} {'passes':>6} "
+              f"{'epochs':>6} {'batch':>5} {'images/s':>8} {'used s':>6} {'final':>7}")  # fmt: skip
+        for r in budgeted:
+            b = r["budget"]
+            widths = "x".join(map(str, b.get("widths", []))) or "(config's)"
+            used = b["calibration_seconds"] + r["train_seconds"]
+            print(
+                f"{r['label']:<11} {r['seed']:>4} {b['seconds']:>8.0f} {widths:>14} "
+                f"{b.get('passes', 0):>6.2f} {b['epochs']:>6} {b.get('batch_size', 0):>5} "
+                f"{b['images_per_second']:>8.0f} {used:>6.0f} {r['final_accuracy']:>7.2%}"
+            )
+        plot_budgets(budgeted, target, out / "budget_family.png")
     print(
         f"\ncurves: test accuracy after each epoch without TTA; final: with the preset's TTA "
         f"(*: stopped once past the target, final = accuracy then, no TTA). JSON and chart in {out}"
     )
+
+
+def plot_budgets(results: list[dict[str, Any]], target: float, path: Path) -> None:
+    """Final test accuracy (with TTA) against the seconds each budget run took (measuring the
+    speed, then training), each point named by the widths and epochs the budget chose."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    for r in results:
+        b = r["budget"]
+        used = b["calibration_seconds"] + r["train_seconds"]
+        ax.plot(used, 100 * r["final_accuracy"], "o", color="tab:blue")
+        widths = "x".join(map(str, b.get("widths", []))) or "config's widths"
+        ax.annotate(f"{widths}, {b['epochs']} ep", (used, 100 * r["final_accuracy"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7)  # fmt: skip
+    ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1)
+    ax.text(0.01, 100 * target + 0.3, f"tutorial's {target:.2%}", color="grey", fontsize=8,
+            transform=ax.get_yaxis_transform())  # fmt: skip
+    ax.set_xlabel("seconds used: measuring the speed, then training (train.budget)")
+    ax.set_ylabel("test accuracy (%), with TTA")
+    ax.set_title("What train.budget buys: the fast network's family on this CPU")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot(results: list[dict[str, Any]], target: float, path: Path) -> None:
