@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cnnkit.config import Config
@@ -85,10 +86,15 @@ def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str
     record: dict[str, Any] = {"seconds": budget}
     if chooses_width(config):
         speeds = {0: _measure(config, data, {**params, "widths": list(FAMILY[0])})}
-        member = choose_member(speeds, left(), n)
+        first = budget - left()
+
+        def probe_cost(member: int) -> float:  # the first probe's, plus its slower warm-up steps
+            return first + 2 * SHORT_BATCH / member_speed(speeds, member)
+
+        member = choose_member(speeds, left(), n, probe_cost)
         while member not in speeds:  # each member is measured once at most
             speeds[member] = _measure(config, data, {**params, "widths": list(FAMILY[member])})
-            member = choose_member(speeds, left(), n)
+            member = choose_member(speeds, left(), n, probe_cost)
         speed = member_speed(speeds, member)
         params["widths"] = list(FAMILY[member])
         record["widths"] = params["widths"]
@@ -134,11 +140,18 @@ def chooses_width(config: Config) -> bool:
     return config.model.name == "fast_cnn" and "widths" not in config.model.params
 
 
-def choose_member(speeds: dict[int, float], seconds: float, images: int) -> int:
+def choose_member(
+    speeds: dict[int, float],
+    seconds: float,
+    images: int,
+    probe_cost: Callable[[int], float] = lambda member: 0.0,
+) -> int:
     """The widest member of FAMILY that makes MIN_PASSES passes over ``images`` in ``seconds``
-    (the narrowest when none does), from the ``speeds`` measured so far (member -> images/s)."""
+    (less ``probe_cost(member)`` for one not measured yet; the narrowest when none does), from
+    the ``speeds`` measured so far (member -> images/s)."""
     for member in reversed(range(len(FAMILY))):
-        if _passes(seconds, member_speed(speeds, member), images) >= MIN_PASSES:
+        cost = 0.0 if member in speeds else probe_cost(member)
+        if _passes(seconds - cost, member_speed(speeds, member), images) >= MIN_PASSES:
             return member
     return 0
 
