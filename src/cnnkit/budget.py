@@ -8,7 +8,7 @@ complete short schedule rather than the start of a long one.
 For the fast network (``fast_cnn`` with widths the user did not set) the budget also chooses
 the width, from a family of the fast network (:data:`FAMILY`): on a slow CPU the full network
 sees less than one pass in two minutes, while a narrower one sees the data several times and
-ends higher. The rule is the widest member that makes at least :data:`MIN_PASSES` passes over
+ends higher. The rule is the widest member that makes at least :data:`MIN_PASSES` (4) passes over
 the training images in the time left. Other members' speeds are guessed from the one measured
 (RELATIVE_COST) only to decide which to measure next: the chosen member's speed is measured.
 """
@@ -40,10 +40,11 @@ FAMILY: tuple[tuple[int, int, int], ...] = (
 # to measure next (the speed that sizes the run is always measured). Medians of two probes at
 # batch 256, float32, on an AVX2-only 2-core EPYC (1,305, 540, 279, 156 images/s; issue 16).
 RELATIVE_COST: tuple[float, ...] = (1.0, 2.4, 4.7, 8.4)
-# A member is chosen over a narrower one once it makes this many passes in the time left. On
-# CIFAR-10 (issue 16, one seed each): (16, 64, 64) for 2 passes, 77.2 %; (32, 64, 64) for 1 pass,
-# 68.3 %; the full network for 0.9 passes (on a faster CPU), 75.7 %.
-MIN_PASSES = 2.0
+# A member is chosen over a narrower one once it makes this many passes in the time left: more
+# passes beat more width at equal seconds. CIFAR-10, one seed each, AVX2 EPYC (issue 16): at
+# ~600 s, 32x128x128 for 5 passes 86.2 % against 48x192x192 for 3 passes 85.3 %; at ~100 s,
+# 16x32x64 for 3 passes 78.3 % against 24x48x48 for 2 passes 74.7 %.
+MIN_PASSES = 4.0
 # Batches halve from the preset's (1024 for fast) while the whole schedule would make fewer
 # than TARGET_STEPS optimizer steps (the fast recipe's 10 epochs make 490), not below
 # SHORT_BATCH. The fast recipe's rates are per example, so they carry over.
