@@ -1,6 +1,6 @@
 """Test accuracy against training wall-clock time, per preset, over several seeds, in one run.
 
-    python benchmarks/time_to_accuracy.py [--target 0.7534] [--spec LABEL:PRESET:SEEDS[:key=value,...]]...
+    python benchmarks/time_to_accuracy.py [--target 0.7534] [--first-seed 0] [--spec LABEL:PRESET:SEEDS[:key=value,...]]...
 
 Default specs: ``fast:fast:3`` (the default recipe), ``fast-2min:fast:3:train.budget=120`` (the
 fast recipe scaled to two minutes of training) and ``seed:seed:1`` (the tutorial; one seed,
@@ -50,6 +50,9 @@ def main() -> int:
     )
     parser.add_argument("--spec", action="append", help="LABEL:PRESET:SEEDS[:key=value,...]")
     parser.add_argument("--target", type=float, default=0.7534)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from this one (to add seeds later)"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
         "--stop-at-target",
@@ -122,7 +125,7 @@ def main() -> int:
         )
 
     for spec in specs:
-        for seed in range(spec["seeds"]):
+        for seed in range(args.first_seed, args.first_seed + spec["seeds"]):
             config = cnnkit.load_config(
                 spec["preset"], overrides=[*spec["overrides"], f"seed={seed}"]
             )
@@ -233,11 +236,12 @@ def plot(results: list[dict[str, Any]], target: float, path: Path) -> None:
     colours: dict[str, str] = {}
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for r in results:
+        first = r["label"] not in colours  # one legend entry per spec
         colour = colours.setdefault(r["label"], palette[len(colours) % len(palette)])
         times = [t / 60 for t, _ in r["curve"]]
         accuracies = [100 * a for _, a in r["curve"]]
         ax.plot(times, accuracies, marker="o", markersize=3, color=colour, alpha=0.85,
-                label=r["label"] if r["seed"] == 0 else None)  # fmt: skip
+                label=r["label"] if first else None)  # fmt: skip
     ax.set_xlabel("training time (minutes, this 2-core CPU)")
     ax.set_ylabel("test accuracy (%), no TTA")
     ax.set_title("CIFAR-10 test accuracy against training time")
