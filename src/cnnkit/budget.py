@@ -102,10 +102,11 @@ def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str
         record["measured"] = {"x".join(map(str, FAMILY[i])): round(s, 1) for i, s in speeds.items()}
     else:
         speed = _measure(config, data, params)
-    spent = budget - left()
-    passes = _passes(left(), speed, n)
+    remaining = left()  # one instant for the whole plan
+    spent = budget - remaining
+    passes = _passes(remaining, speed, n)
     epochs = max(1, math.ceil(passes - ROUND_UP))
-    images = _images(left(), speed, epochs)
+    images = _images(remaining, speed, epochs)
     per_epoch = min(n, int(images / epochs))
     batch = config.train.batch_size
     while batch > SHORT_BATCH and epochs * (per_epoch / batch) < TARGET_STEPS:
