@@ -10,6 +10,7 @@ The Python API mirrors the command line, one function per verb::
     exported = cnnkit.export(run, "onnx")             # cnnkit export RUN --format onnx
     comparison = cnnkit.compare([run, "runs/other"])  # cnnkit compare RUN RUN
     cnnkit.serve(run, port=8000)                      # cnnkit serve RUN
+    study = cnnkit.tune("space.yaml", config, trials=20)  # cnnkit tune --space space.yaml
 
 What a run is doing is logged to the ``cnnkit`` logger (:mod:`cnnkit.log`); nothing is printed.
 Names are imported lazily so that ``import cnnkit`` and ``cnnkit --help`` stay fast.
@@ -33,6 +34,9 @@ _LAZY = {
     "train": "cnnkit.workflow",
     "resume": "cnnkit.workflow",
     "evaluate": "cnnkit.workflow",
+    # cnnkit tune, cnnkit tune show
+    "tune": "cnnkit.tuning",
+    "describe_study": "cnnkit.tuning",
     # cnnkit report, compare, predict, export, serve, data inspect, env
     "report": "cnnkit.reporter",
     "compare": "cnnkit.comparison",
@@ -67,6 +71,7 @@ __all__ = [
     "create_app",
     "create_model",
     "describe_environment",
+    "describe_study",
     "evaluate",
     "export",
     "inspect_folder",
@@ -81,6 +86,7 @@ __all__ = [
     "resume",
     "serve",
     "train",
+    "tune",
 ]
 
 if TYPE_CHECKING:
@@ -96,6 +102,7 @@ if TYPE_CHECKING:
     from cnnkit.reporter import report
     from cnnkit.runs import Run, open_run
     from cnnkit.service import create_app, serve
+    from cnnkit.tuning import describe_study, tune
     from cnnkit.workflow import evaluate, resume, train
 
 

@@ -510,6 +510,21 @@ def _valid_keys() -> tuple[str, ...]:
     return tuple(keys)
 
 
+def key_type(key: str) -> type | None:
+    """The type a dotted key holds (bool, int, float or str); None for the free-form
+    ``model.params.*``. An unknown key is a ConfigError that names the closest valid one."""
+    _check_key(key)
+    if key.startswith("model.params."):
+        return None
+    cls: Any = Config
+    *sections, last = key.split(".")
+    for section in sections:
+        cls = _field_types(cls)[section]
+    hint = _field_types(cls)[last]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint  # type: ignore[no-any-return]
+
+
 def _check_key(key: str) -> None:
     if key.startswith("model.params.") and len(key) > len("model.params."):
         return

@@ -29,3 +29,14 @@ class TrainingDiverged(CnnkitError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message says how to resume."""
+
+
+class RunStopped(Exception):
+    """Raised by a training callback at an epoch's end (after cnnkit's checkpoint of that epoch is
+    committed) to end the run there without an error: run.json records ``status`` and ``details``
+    (for example a tuning trial that the pruner stopped). The run resumes like an interrupted one."""
+
+    def __init__(self, message: str, status: str, details: dict[str, object]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.details = details

@@ -297,3 +297,46 @@ def plot_samples(
     """One row of images per class, its caption (the class and its count) on the left."""
     return plot_grid([(caption, [Tile(image, "") for image in images]) for caption, images in rows],
                      path, title, columns)  # fmt: skip
+
+
+def plot_study_history(
+    points: Sequence[tuple[int, float | None, str]], monitor: str, direction: str, path: Path
+) -> Path:
+    """A tuning study's trials ``(number, value, state)`` in order: complete trials as dots,
+    pruned ones as crosses at their last reported value, the best so far as a step line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    done = [(n, v) for n, v, s in points if s == "complete" and v is not None]
+    pruned = [(n, v) for n, v, s in points if s == "pruned" and v is not None]
+    if done:
+        ax.plot(*zip(*done, strict=True), "o", color="tab:blue", label="complete")
+        best = np.maximum.accumulate if direction == "maximize" else np.minimum.accumulate
+        numbers, values = zip(*done, strict=True)
+        ax.step(numbers, best(np.array(values)), where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.plot(*zip(*pruned, strict=True), "x", color="grey", label="pruned (last value)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{monitor} (validation)")
+    ax.set_title("Optimisation history")
+    ax.grid(alpha=0.3)
+    if done or pruned:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished trial yet", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_importances(importances: dict[str, float], path: Path) -> Path:
+    """Each searched parameter's share of the objective's variation, largest on top."""
+    plt = pyplot()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7.2, 0.5 * len(items) + 1.4))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    for i, (_, v) in enumerate(items):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=9)
+    ax.set_xlabel("importance (share of the objective's variation)")
+    ax.set_xlim(0, max(1.0, max(v for _, v in items) * 1.15))
+    ax.set_title("Parameter importances")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -214,3 +214,53 @@ def compare_page(
         f"<section><h2>Curves against training time</h2>{embed_png(figures['by_time'], 'curves against time')}</section>"
         f"<section><h2>Config differences</h2>{html_table(['config key', *labels], differences)}</section></main></body></html>\n"
     )
+
+
+def study_page(
+    name: str,
+    subtitle: str,
+    cards: Sequence[tuple[str, str]],
+    best: tuple[str, str, str] | None,
+    figures: dict[str, Path | None],
+    importance_note: str,
+    side_by_side: tuple[Sequence[str], Sequence[Sequence[Any]]],
+    trials: tuple[Sequence[str], Sequence[Sequence[Any]]],
+    space: Sequence[tuple[str, str]],
+) -> str:
+    """A tuning study's page: counts of trials by state (value, label), the best trial (what,
+    run folder, best.yaml), the optimisation history and parameter importances, the best trials
+    side by side, every trial, and the search space."""
+    esc = html.escape
+    card_html = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>'
+                        for v, k in cards)  # fmt: skip
+    if best is None:
+        best_html = '<p class="note">No trial is complete yet.</p>'
+    else:
+        what, run, config = best
+        best_html = (
+            f"<p><b>{esc(what)}</b></p><ul><li>run folder: {esc(run)}</li>"
+            f"<li>its settings: {esc(config)} (train it: <code>cnnkit train --config "
+            f"{esc(config)}</code>)</li></ul>"
+        )
+    importances = (
+        embed_png(figures["importances"], "parameter importances")
+        if figures.get("importances")
+        else f'<p class="note">{esc(importance_note)}</p>'
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>cnnkit tune: {esc(name)}</title><style>{STYLE}</style></head><body>"
+        f"<header><h1>cnnkit tune: {esc(name)}</h1><p>{esc(subtitle)}</p></header>"
+        '<nav><a href="#best">Best</a><a href="#history">History</a>'
+        '<a href="#importances">Importances</a><a href="#side">Best trials</a>'
+        '<a href="#trials">All trials</a><a href="#space">Space</a></nav><main>'
+        f'<section><h2>Trials</h2><div class="cards">{card_html}</div></section>'
+        f'<section id="best"><h2>Best trial</h2>{best_html}</section>'
+        f'<section id="history"><h2>Optimisation history</h2>'
+        f"{embed_png(figures['history'], 'optimisation history')}</section>"
+        f'<section id="importances"><h2>Parameter importances</h2>{importances}</section>'
+        f'<section id="side"><h2>The best trials side by side</h2>{html_table(*side_by_side)}</section>'
+        f'<section id="trials"><h2>All trials</h2>{html_table(*trials)}</section>'
+        f'<section id="space"><h2>Search space</h2>{html_table(["key", "values"], space)}</section>'
+        "</main></body></html>\n"
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.config import Config
-from cnnkit.errors import ConfigError, RunError, TrainingInterrupted
+from cnnkit.errors import ConfigError, RunError, RunStopped, TrainingInterrupted
 from cnnkit.metrics import EvalResult
 from cnnkit.runs import Run, create_run, lock_run, now, open_run
 
@@ -194,6 +194,9 @@ def _run(
         result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks)
     except TrainingInterrupted:
         run.update_meta(status="interrupted", ended=now())
+        raise
+    except RunStopped as stop:  # a callback ended the run at a committed epoch (a pruned trial)
+        run.update_meta(status=stop.status, ended=now(), **stop.details)
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the last one stands
         run.update_meta(status="interrupted", ended=now())
