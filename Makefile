@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= seed
 
-.PHONY: install browser train test test-quick docs lint bench
+.PHONY: install system browser train test test-quick docs lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +19,23 @@ install: $(BIN)/.installed
 train: $(BIN)/.installed
 	$(BIN)/cnnkit train --preset $(PRESET)
 
-# Debian's chromium, in which the tests open the report pages (Playwright drives it; it downloads
-# no browser of its own). Installed when missing and make runs as root; else the tests say how.
-browser:
-	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian's packages the tests need: chromium, in which they open the report and study pages
+# (Playwright drives it; it downloads no browser of its own), and postgresql, whose server the
+# tune tests start for themselves. Installed when missing and make runs as root; else the tests
+# say how.
+SYSTEM_PACKAGES = $(if $(shell command -v chromium),,chromium) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+system:
+	@[ -z "$(strip $(SYSTEM_PACKAGES))" ] || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			$(SYSTEM_PACKAGES) >/dev/null; }
+browser: system
 
-test: $(BIN)/.installed browser
+test: $(BIN)/.installed system
 	$(BIN)/python -m pytest
 
 # The edit loop: every test that trains nothing (pytest -m "not slow"), in about a minute.
-test-quick: $(BIN)/.installed browser
+test-quick: $(BIN)/.installed system
 	$(BIN)/python -m pytest -m "not slow"
 
 # The API reference, from the docstrings: build/docs/index.html.

@@ -756,7 +756,8 @@ def _format(value: Any) -> str:
 
 def _pruning_callback(trial: Any, monitor: str, pruner: str) -> Any:
     """A Keras callback that reports ``monitor`` after every epoch (after cnnkit's checkpoint of
-    it) and stops the run there when the pruner says so."""
+    it) and stops the run there when the pruner says so, except after the last epoch: a trial
+    that has trained to the end keeps its value."""
     from cnnkit import env
 
     keras = env.import_keras()
@@ -767,7 +768,8 @@ def _pruning_callback(trial: Any, monitor: str, pruner: str) -> Any:
             if value is None or not math.isfinite(float(value)):
                 return
             trial.report(float(value), epoch + 1)
-            if trial.should_prune():
+            last = epoch + 1 >= int(self.params.get("epochs") or 0)  # nothing left to save
+            if not last and trial.should_prune():
                 raise RunStopped(
                     f"{monitor} {float(value):.4f} after epoch {epoch + 1} is worse than the "
                     f"{pruner} pruner allows",

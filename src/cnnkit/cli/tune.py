@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.space:
         raise CnnkitError("cnnkit tune needs --space FILE (or: cnnkit tune show STUDY_FOLDER)")
+    if args.json:
+        raise CnnkitError("--json goes with cnnkit tune show STUDY_FOLDER")
     from cnnkit.config import load_config
     from cnnkit.tuning import tune
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage, pruner=args.pruner, runs_dir=args.runs_dir,
         heartbeat=args.heartbeat,
     )  # fmt: skip
-    _print(result, args.json)
+    _print(result, False)
     return 0
 
 
