@@ -197,7 +197,9 @@ def test_show_best_config_and_page(sqlite_study: tuple[Path, list[str]], tmp_pat
     best = study["best"]
     complete = [t for t in study["trials"] if t["state"] == "complete"]
     assert best["value"] == max(t["value"] for t in complete)
-    assert best["value"] == Run(Path(best["run"])).history()["val_accuracy"][-1]  # keep=last
+    kept = Run(Path(best["run"]))  # the value of the weights the run keeps (keep=best here)
+    assert kept.meta()["kept"] == "best"
+    assert best["value"] == kept.history()["val_accuracy"][kept.meta()["best_epoch"] - 1]
     # best.yaml is a config that train takes: the base settings with the best trial's values.
     config = load_config(None, folder / "best.yaml")
     assert config.train.learning_rate == best["params"]["train.learning_rate"]

@@ -315,6 +315,9 @@ def plot_study_history(
         ax.step(numbers, best(np.array(values)), where="post", color="tab:red", label="best so far")
     if pruned:
         ax.plot(*zip(*pruned, strict=True), "x", color="grey", label="pruned (last value)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{monitor} (validation)")
     ax.set_title("Optimisation history")

@@ -905,11 +905,12 @@ def write_study_page(result: StudyResult, study: Any) -> Path:
         ],
     )
     every = (
-        ["trial", "state", result.monitor, "epochs", "seconds", *map(_short, keys), "run"],
+        ["trial", "state", result.monitor, "epochs", "seconds", *map(_short, keys), "run folder"],
         [
             [t.number, t.state, "-" if t.value is None else _format(t.value), t.epochs or "-",
              "-" if t.seconds is None else f"{t.seconds:.0f}",
-             *(_format(t.params.get(k, "-")) for k in keys), t.run or "-"]
+             *(_format(t.params.get(k, "-")) for k in keys),
+             Path(t.run).name if t.run else "-"]
             for t in result.trials
         ],
     )  # fmt: skip
