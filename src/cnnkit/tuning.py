@@ -36,6 +36,7 @@ from typing import Any
 
 from cnnkit.config import RUN_NAME, Config, did_you_mean, flatten, key_type, read_yaml
 from cnnkit.errors import CnnkitError, ConfigError, RunStopped, TrainingDiverged
+from cnnkit.runs import CONFIG_FILE, LOCK_FILE, RUN_FILE, Run
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +199,19 @@ def _choices(key: str, choices: Any, base: Config) -> Param:
 def _range(key: str, spec: Mapping[str, Any], hint: type | None, base: Config) -> Param:
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{key}: a range needs both low and high")
-    low, high, step = spec["low"], spec["high"], spec.get("step")
-    for name, value in (("low", low), ("high", high), ("step", step)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            value = _number(value)
-            if value is None:
+    numbers: dict[str, float] = {}
+    for name in ("low", "high", "step"):
+        if name in spec:
+            number = _number(spec[name])
+            if number is None:
                 raise ConfigError(f"{key}: {name} must be a number, got {spec[name]!r}")
-    low, high = _number(low), _number(high)
-    step = None if step is None else _number(step)
+            numbers[name] = number
+    low, high, step = numbers["low"], numbers["high"], numbers.get("step")
     if hint not in (int, float, None):
         kind = "true or false" if hint is bool else "a string"
         raise ConfigError(
             f"{key} holds {kind}, not a number: give a list of choices instead of a range"
         )
-    assert low is not None and high is not None
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ConfigError(f"{key}: low and high must be finite numbers")
     integer = hint is int or (hint is None and all(
@@ -264,12 +264,7 @@ def _check_value(key: str, value: Any, base: Config) -> Any:
         from cnnkit.models import check_hparams
 
         check_hparams(config.model.name, config.model.params)
-        return value
-    section, _, name = key.rpartition(".")
-    holder: Any = config
-    for part in section.split(".") if section else ():
-        holder = getattr(holder, part)
-    return getattr(holder, name)
+    return flatten(config.to_dict())[key]
 
 
 def _suggest(trial: Any, param: Param) -> Any:
@@ -408,11 +403,8 @@ def tune(
         name, _hide_password(url), the_study.direction.name.lower(), trials,
         "; ".join(f"{p.key} {p.describe()}" for p in params), folder,
     )  # fmt: skip
-    try:
-        _work(the_study, objective, trials, timeout, heartbeat)
-    finally:
-        result = summarize(the_study, folder, url, config.train.monitor)
-    return write_results(result, the_study)
+    _work(the_study, objective, trials, timeout, heartbeat)
+    return write_results(summarize(the_study, folder, url, config.train.monitor), the_study)
 
 
 def describe_study(study: str | Path, storage: str | None = None) -> StudyResult:
@@ -427,8 +419,8 @@ def describe_study(study: str | Path, storage: str | None = None) -> StudyResult
             f"{folder} holds no study ({STORAGE_FILE} is missing); pass the study folder that "
             f"cnnkit tune printed, or --storage URL for a study on a server"
         )
-    if not folder.is_dir():
-        raise CnnkitError(f"{folder} is not a folder; pass the study folder cnnkit tune printed")
+    if storage is not None:
+        _make_folder(folder)  # where best.yaml and the page go, also on a machine that ran no trial
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
     the_study = _open_study(url, folder.name, None, "none", None, create=False)
     monitor = the_study.user_attrs.get("config", {}).get("train.monitor", "val_accuracy")
@@ -665,7 +657,6 @@ class _Objective:
         from optuna import TrialPruned
 
         from cnnkit import env
-        from cnnkit.runs import Run
 
         self.last_error = None
         values = {p.key: _suggest(trial, p) for p in self.params}
@@ -690,7 +681,7 @@ class _Objective:
         except TrainingDiverged as exc:
             # As hopeless as a trial gets: pruned, so that the sampler learns to avoid it.
             run = Run(path)
-            if run.file("run.json").is_file():
+            if run.file(RUN_FILE).is_file():
                 run.update_meta(status="pruned", pruned={"reason": "diverged"})
                 self._record(run, trial, number, values)
             log.info("trial %d pruned: the loss became NaN or infinite", trial.number)
@@ -712,24 +703,23 @@ class _Objective:
         return value
 
     def _train(self, trial: Any, values: dict[str, Any], path: Path) -> Any:
-        from cnnkit.runs import Run
         from cnnkit.workflow import resume, train
 
         callbacks = [_pruning_callback(trial, self.monitor, self.pruner)]
         run = Run(path)
-        if run.file("config.yaml").is_file() and run.file("run.json").is_file():
+        if run.file(CONFIG_FILE).is_file() and run.file(RUN_FILE).is_file():
             if run.meta().get("status") == "complete":  # its worker died before telling the study
                 return run
             log.info("continuing %s from its last checkpoint", path)
             return resume(run, verbose=self.verbose, callbacks=callbacks)
-        if path.is_dir() and all(p.name == ".lock" for p in path.iterdir()):
+        if path.is_dir() and all(p.name == LOCK_FILE for p in path.iterdir()):
             shutil.rmtree(path)  # a worker died as it made the folder: nothing was saved
         config = self.base.replace(**values, name=path.name)
         return train(config, self.folder, verbose=self.verbose, callbacks=callbacks)
 
     def _record(self, run: Any, trial: Any, number: int, values: dict[str, Any],
                 value: float | None = None) -> None:  # fmt: skip
-        if not run.file("run.json").is_file():
+        if not run.file(RUN_FILE).is_file():
             return
         trials = [*run.meta().get("tune", {}).get("trials", []), *self.earlier, trial.number]
         run.update_meta(tune={"study": self.study.study_name, "trial": number,
