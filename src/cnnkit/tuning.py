@@ -29,6 +29,7 @@ import shutil
 import socket
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,10 +311,7 @@ class StudyResult:
     page: Path | None = None
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for trial in self.trials:
-            counts[trial.state] = counts.get(trial.state, 0) + 1
-        return counts
+        return dict(Counter(t.state for t in self.trials))
 
     def rows(self) -> list[dict[str, Any]]:
         keys = sorted({k for t in self.trials for k in t.params})
@@ -485,7 +483,7 @@ def _open_study(
     url: str, name: str, config: Config | None, pruner: str, heartbeat: int | None, create: bool
 ) -> Any:
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine: dict[str, Any] = {}
@@ -501,11 +499,7 @@ def _open_study(
             engine_kwargs=engine,
             heartbeat_interval=heartbeat,
             grace_period=3 * heartbeat if heartbeat else None,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=3, inherit_intermediate_values=True
-            )
-            if heartbeat
-            else None,
+            heartbeat_stale_trial_callback=_retry if heartbeat else None,
         )
         if not create:
             return optuna.load_study(study_name=name, storage=storage)
@@ -563,29 +557,11 @@ def _record_study(
     the base config's own settings first (in a new study) and then ``enqueue``."""
     flat = {k: v for k, v in flatten(config.to_dict()).items() if k != "name"}
     flat = {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
-    saved = study.user_attrs.get("config")
-    if saved is None:
-        study.set_user_attr("config", flat)
-    elif saved != flat:
-        changed = [k for k in sorted(set(saved) | set(flat)) if saved.get(k) != flat.get(k)]
-        listed = ", ".join(f"{k}: {saved.get(k)!r} -> {flat.get(k)!r}" for k in changed[:4])
-        raise ConfigError(
-            f"study {study.study_name} was started with another config ({listed}); use the "
-            f"same --preset, --config and key=value, or another --study name"
-        )
+    _require_same(study, "config", flat, "was started with another config",
+                  "use the same --preset, --config and key=value, or another --study name")  # fmt: skip
     space = {p.key: p.describe() for p in params}
-    saved_space = study.user_attrs.get("space")
-    if saved_space is None:
-        study.set_user_attr("space", space)
-    elif saved_space != space:
-        changed = [k for k in sorted(set(saved_space) | set(space))
-                   if saved_space.get(k) != space.get(k)]  # fmt: skip
-        listed = ", ".join(f"{k}: {saved_space.get(k, 'absent')} -> {space.get(k, 'absent')}"
-                           for k in changed[:3])  # fmt: skip
-        raise ConfigError(
-            f"study {study.study_name} searches another space ({listed}); use the same space "
-            f"file, or another --study name"
-        )
+    _require_same(study, "space", space, "searches another space",
+                  "use the same space file, or another --study name")  # fmt: skip
     if not study.get_trials(deepcopy=False):
         # The base config's own settings first, where the space holds them: the reference.
         own = {p.key: _current(config, p.key) for p in params}
@@ -601,6 +577,18 @@ def _record_study(
                 f"enqueued {outside[0]}={values[outside[0]]!r} lies outside the space"
             )
         study.enqueue_trial(dict(values))
+
+
+def _require_same(study: Any, attr: str, value: dict[str, Any], what: str, fix: str) -> None:
+    """Record ``value`` as the study's ``attr``, or refuse one that differs from the recorded."""
+    saved = study.user_attrs.get(attr)
+    if saved is None:
+        study.set_user_attr(attr, value)
+    elif saved != value:
+        changed = [k for k in sorted(set(saved) | set(value)) if saved.get(k) != value.get(k)]
+        listed = ", ".join(f"{k}: {saved.get(k, 'absent')!s} -> {value.get(k, 'absent')!s}"
+                           for k in changed[:3])  # fmt: skip
+        raise ConfigError(f"study {study.study_name} {what} ({listed}); {fix}")
 
 
 def _current(config: Config, key: str) -> Any:
@@ -660,7 +648,7 @@ class _Objective:
 
         self.last_error = None
         values = {p.key: _suggest(trial, p) for p in self.params}
-        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+        frozen = _frozen(self.study, trial.number)
         retry_of = frozen.system_attrs.get("failed_trial")
         self.earlier = list(frozen.system_attrs.get("retry_history", []))  # this run's trials
         number = trial.number if retry_of is None else int(retry_of)
@@ -687,7 +675,9 @@ class _Objective:
             log.info("trial %d pruned: the loss became NaN or infinite", trial.number)
             raise TrialPruned(str(exc)) from None
         except KeyboardInterrupt:
-            _requeue(self.study, trial, number)
+            _retry(self.study, _frozen(self.study, trial.number))
+            log.info("trial %d is queued again: it continues %s when a worker runs",
+                     trial.number, path)  # fmt: skip
             raise
         except CnnkitError as exc:
             self.last_error = str(exc)
@@ -770,23 +760,18 @@ def _pruning_callback(trial: Any, monitor: str, pruner: str) -> Any:
     return Pruning()
 
 
-def _requeue(study: Any, trial: Any, number: int) -> None:
-    """Queue an interrupted trial again, to continue its run folder when a worker next runs."""
-    import optuna
+def _retry(study: Any, trial: Any) -> None:
+    """Queue ``trial`` (a frozen trial that will not finish) again with the same settings: a
+    dead worker's (found by the heartbeat) or an interrupted one's. The new trial continues the
+    first one's run folder (Optuna records it as ``failed_trial``), at most three times."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    history = [*frozen.system_attrs.get("retry_history", []), trial.number]
-    study.add_trial(
-        optuna.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            user_attrs=frozen.user_attrs,
-            system_attrs={"failed_trial": number, "retry_history": history},
-        )
-    )
-    log.info("trial %d is queued again: it continues %s when a worker runs",
-             trial.number, trial.user_attrs.get("run"))  # fmt: skip
+    RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)(study, trial)
+
+
+def _frozen(study: Any, number: int) -> Any:
+    """The stored (frozen) trial numbered ``number``: its system attributes and parameters."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def _objective_value(run: Any, monitor: str) -> float:
