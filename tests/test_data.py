@@ -49,6 +49,11 @@ def test_subset_keeps_every_class() -> None:
     assert len(sub) == 100 and len(np.unique(sub.y)) == 10
     with pytest.raises(DataError, match="cannot hold all 10 classes"):
         stratified_subset(_split(), 5, seed=0)
+    # Leaving out fewer images than there are classes (a budget that fits almost every image):
+    # sklearn cannot stratify that, the subset is still drawn, seeded.
+    near = stratified_subset(_split(), 995, seed=0)
+    assert len(near) == 995 and len(np.unique(near.y)) == 10
+    assert np.array_equal(stratified_subset(_split(), 995, seed=0).x, near.x)
 
 
 @pytest.mark.parametrize("form", ["archive", "folder", "parent-of-archive", "parent-of-folder"])

@@ -121,6 +121,11 @@ def stratified_subset(split: Split, size: int, seed: int) -> Split:
         raise DataError(
             f"a subset of {size} images cannot hold all {classes} classes; ask for more"
         )
+    if len(split) - size < classes:
+        # sklearn stratifies only when both parts hold every class; leaving out fewer images
+        # than there are classes changes no class's share noticeably, so drop them at random
+        dropped = np.random.default_rng(seed).choice(len(split), len(split) - size, replace=False)
+        return split.take(np.setdiff1d(np.arange(len(split)), dropped))
     from sklearn.model_selection import train_test_split
 
     index, _ = train_test_split(
