@@ -1,6 +1,7 @@
 """Training and inference images/s of every registered model, fp32 and bf16, with FLOP/s.
 
     python benchmarks/throughput.py [--repeats 5] [--steps 12] [--json FILE]
+    python benchmarks/throughput.py --backends tensorflow,jax,torch [--rounds 2] [--repeats 2]
 
 Each model is trained as its preset trains it (seed_cnn: the `seed` recipe at batch 256, as the
 issue asks; fast_cnn: the `fast` recipe at its batch of 1024), including the augmentation layers
@@ -10,6 +11,11 @@ left out. Configurations are interleaved (repeat 1 of each, then repeat 2, ...) 
 neighbour slows them alike; medians over repeats are printed, bf16 as a ratio to the same model's
 fp32, and achieved training FLOP/s (3 x forward FLOPs x images/s) against a bf16 matmul peak
 measured in the same run. Input is random uint8 32x32x3 images: speed does not depend on content.
+
+``--backends``: the same measurement (fp32 only) on each Keras backend, each in a process of its
+own (the backend is chosen when Keras is imported), backends alternating round after round;
+medians over all repeats of all rounds. Network, optimizer, augmentation and data are the same:
+only the engine differs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +64,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="training steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default="benchmarks/results/throughput.json")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--backends", help="comma-separated Keras backends, each in its process")
+    parser.add_argument("--rounds", type=int, default=2, help="with --backends")
     args = parser.parse_args()
+    if args.backends:
+        compare_backends(args)
+        return
 
     keras = import_keras()
     from cnnkit.data.augment import create_augmenter
@@ -71,6 +86,8 @@ def main() -> None:
         x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
         y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
         for label, policy in POLICIES.items():
+            if label not in args.precisions.split(","):
+                continue
             keras.utils.set_random_seed(0)
             keras.mixed_precision.set_global_policy(policy)
             net = create_model(name, (32, 32, 3), 10)
@@ -89,7 +106,7 @@ def main() -> None:
 
     for repeat in range(args.repeats):
         for c in configs:
-            timer = _StepTimer()
+            timer = _StepTimer(warmup=2, seconds=float("inf"), min_steps=args.steps)
             c["fit"].fit(c["x"], c["y"], batch_size=c["batch"], epochs=1, verbose=0, shuffle=False,
                          callbacks=[timer])  # fmt: skip
             c["train"].append(c["batch"] / statistics.median(timer.seconds[2:]))
@@ -143,6 +160,49 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nmedians of {args.repeats} interleaved repeats; JSON in {out}")
+
+
+def compare_backends(args: argparse.Namespace) -> None:
+    """Train images/s of each model on each backend: one process per backend and round."""
+    backends = args.backends.split(",")
+    found: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(args.rounds):
+            for backend in backends:
+                out = Path(folder) / f"{backend}-{round_}.json"
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--precisions",
+                    "fp32",
+                    "--steps",
+                    str(args.steps),
+                    "--repeats",
+                    str(args.repeats),
+                    "--json",
+                    str(out),
+                ]
+                env = {**os.environ, "KERAS_BACKEND": backend}
+                subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+                for row in json.loads(out.read_text())["rows"]:
+                    found.setdefault((backend, row["model"]), []).extend(row["train_runs"])
+                print(f"round {round_ + 1}: {backend} done", flush=True)
+    rows = [{"backend": b, "model": m, "train_images_per_second": round(statistics.median(v), 1),
+             "runs": v} for (b, m), v in found.items()]  # fmt: skip
+    print(f"\n{'backend':<11} {'model':<9} {'train img/s (fp32)':>18}  runs")
+    for r in rows:
+        print(
+            f"{r['backend']:<11} {r['model']:<9} {r['train_images_per_second']:>18,.1f}  {r['runs']}"
+        )
+    record = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "steps": args.steps, "repeats_per_round": args.repeats, "rounds": args.rounds,
+        "precision": "fp32", "statistic": "median", "rows": rows,
+    }  # fmt: skip
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"JSON in {out}")
 
 
 if __name__ == "__main__":

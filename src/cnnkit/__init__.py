@@ -11,6 +11,7 @@ The Python API mirrors the command line, one function per verb::
     comparison = cnnkit.compare([run, "runs/other"])  # cnnkit compare RUN RUN
     cnnkit.serve(run, port=8000)                      # cnnkit serve RUN
     study = cnnkit.tune("space.yaml", config, trials=20)  # cnnkit tune --space space.yaml
+    cnnkit.launch(["train", "--preset", "smoke"], nproc=2)  # cnnkit launch --nproc 2 -- train
 
 What a run is doing is logged to the ``cnnkit`` logger (:mod:`cnnkit.log`); nothing is printed.
 Names are imported lazily so that ``import cnnkit`` and ``cnnkit --help`` stay fast.
@@ -34,6 +35,8 @@ _LAZY = {
     "train": "cnnkit.workflow",
     "resume": "cnnkit.workflow",
     "evaluate": "cnnkit.workflow",
+    # cnnkit launch (data-parallel processes of train)
+    "launch": "cnnkit.launcher",
     # cnnkit tune, cnnkit tune show
     "tune": "cnnkit.tuning",
     "describe_study": "cnnkit.tuning",
@@ -75,6 +78,7 @@ __all__ = [
     "evaluate",
     "export",
     "inspect_folder",
+    "launch",
     "list_datasets",
     "list_models",
     "list_presets",
@@ -97,6 +101,7 @@ if TYPE_CHECKING:
     from cnnkit.env import describe_environment
     from cnnkit.errors import CnnkitError
     from cnnkit.exporter import export
+    from cnnkit.launcher import launch
     from cnnkit.models import create_model, list_models
     from cnnkit.predictor import Predictor, predict
     from cnnkit.reporter import report

@@ -187,6 +187,10 @@ class TrainConfig:
     checkpoint_steps: int = field(default=0, metadata=_within(0, MANY))
     # Bit-identical results for the same seed on the same machine and backend (costs some speed).
     deterministic: bool = False
+    # data_parallel: train over every device of every process with keras.distribution (JAX
+    # backend); batch_size is then the global batch. Processes join from the environment
+    # (cnnkit launch, KERAS_DISTRIBUTION_*, Slurm, Open MPI); see docs/distributed.md.
+    distribute: str = field(default="none", metadata=_choice("none", "data_parallel"))
     # balanced: weight each class's loss by n_images / (n_classes * n_class_images) (scikit-learn's
     # "balanced"), so that rare classes count as much as common ones.
     class_weight: str = field(default="none", metadata=_choice("none", "balanced"))
@@ -368,7 +372,8 @@ def _parse_scalar(text: str) -> Any:
 
 # Changing these on resume moves nothing but where the data is read from (report.* too: it
 # only decides what is drawn at the end).
-RESUME_FREE = ("data.path", "data.download", "data.cache", "data.cache_mb", "report.")
+RESUME_FREE = ("data.path", "data.download", "data.cache", "data.cache_mb", "report.",
+               "train.distribute")  # fmt: skip
 # These define the model, the data or the optimizer's variables: a checkpoint cannot carry over
 # a change to them, even with --force (train a new run instead).
 RESUME_FIXED = ("seed", "name", "data.", "augment.", "model.", "train.optimizer",

@@ -7,12 +7,14 @@ Other lines TensorFlow prints while importing are passed through; ``--debug`` pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -67,26 +69,19 @@ def backend_name() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-@functools.cache
-def import_keras() -> ModuleType:
-    """Import Keras (and its backend) once, with the start-up noise filtered out."""
-    if not _VERBOSE:
-        # TensorFlow's C++ errors that matter reach Python as exceptions; the rest (such as
-        # "NodeDef mentions attribute use_unbounded_threadpool" under op determinism) is noise.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if _VERBOSE or backend_name() != "tensorflow":
-        import keras
-
-        return keras
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Pass on what C++ code prints to stderr meanwhile, less :data:`_NOISE` (all of it with
+    ``--debug``)."""
+    if _VERBOSE:
+        yield
+        return
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         sys.stderr.flush()
         os.dup2(captured.fileno(), 2)
         try:
-            import keras
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()  # device start-up prints here, inside the filter
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -95,7 +90,42 @@ def import_keras() -> ModuleType:
             for line in captured.read().decode("utf-8", "replace").splitlines():
                 if line.strip() and not _NOISE.search(line):
                     print(line, file=sys.stderr)
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``: Python, NumPy, the backend, and TensorFlow when it is
+    installed, whatever the backend (whose import is filtered like Keras's)."""
+    keras = import_keras()
+    with filtered_stderr():
+        keras.utils.set_random_seed(seed)
+
+
+@functools.cache
+def import_keras() -> ModuleType:
+    """Import Keras (and its backend) once, with the start-up noise filtered out."""
+    if not _VERBOSE:
+        # TensorFlow's C++ errors that matter reach Python as exceptions; the rest (such as
+        # "NodeDef mentions attribute use_unbounded_threadpool" under op determinism) is noise.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with filtered_stderr():
+        import keras
+
+        # Device start-up prints here, inside the filter (XLA prints TensorFlow's lines too).
+        if backend_name() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+        elif backend_name() == "jax" and not _joining():
+            import jax
+
+            jax.devices()  # (not before the processes of a distributed run have joined)
     return keras
+
+
+def _joining() -> bool:
+    from cnnkit.distributed import joining
+
+    return joining()
 
 
 @functools.cache

@@ -62,7 +62,8 @@ def class_activation_maps(
     backend = keras.backend.backend()
     if backend != "tensorflow":
         raise ExplainError(
-            f"class-activation maps are implemented for the TensorFlow backend; this is {backend}"
+            f"class-activation maps are computed on the TensorFlow backend, not {backend}: run "
+            f"it with KERAS_BACKEND=tensorflow (the run's model.keras is the same on every backend)"
         )
     import tensorflow as tf
 

@@ -90,10 +90,15 @@ def export(
     ``out`` (default RUN/export/), then check that it answers as Keras does on up to
     ``parity_images`` test images. The file appears only once it is complete; an existing one
     is replaced only with ``force``. A parity failure is an ExportError (the file is kept)."""
-    from cnnkit.env import import_keras
+    from cnnkit.env import backend_name, import_keras
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if backend_name() != "tensorflow":  # the converters (tf2onnx, SavedModel, TFLite) are TF's
+        raise ExportError(
+            f"export runs on the TensorFlow backend, not {backend_name()}: run it with "
+            f"KERAS_BACKEND=tensorflow (the run's model.keras is the same on every backend)"
+        )
     import_keras()
     run = open_run(run)
     target = Path(out) if out else run.export_path(fmt)

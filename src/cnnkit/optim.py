@@ -109,7 +109,7 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
             else []
         )
         for v, slow in zip(variables, self.slow, strict=False):
-            slow.assign(v)
+            slow.assign(ops.copy(v))  # a buffer of its own (JAX donates both to each step)
         # Per variable, by position (update_step may be handed the backend's own variable).
         self._multiplier_of = [float(self.multipliers.get(v.path, 1.0)) for v in variables]
         self._frozen_at = [self.freeze_after.get(v.path) for v in variables]
@@ -145,10 +145,12 @@ class NesterovSGD(keras.optimizers.Optimizer):  # type: ignore[misc]
         progress = ops.minimum(done / float(self.total_steps), 1.0)
         keep = ops.where(last, 1.0, 0.95**5 * progress**3)
         for variable, slow in zip(self._trainable_variables, self.slow, strict=True):
-            moved = slow + (1.0 - ops.cast(keep, slow.dtype)) * (variable - slow)
-            new_slow = ops.where(due, moved, slow)
+            # Values, not Variables: JAX's ops refuse a Keras Variable inside a traced function.
+            old, weights = ops.convert_to_tensor(slow), ops.convert_to_tensor(variable)
+            moved = old + (1.0 - ops.cast(keep, old.dtype)) * (weights - old)
+            new_slow = ops.where(due, moved, old)
             self.assign(slow, new_slow)
-            self.assign(variable, ops.where(due, new_slow, variable))
+            self.assign(variable, ops.where(due, new_slow, weights))
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -31,6 +31,7 @@ from cnnkit.checkpoint import TrainState, load_state, save_network, save_state, 
 from cnnkit.config import AugmentConfig, TrainConfig
 from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
+from cnnkit.distributed import SINGLE, Group
 from cnnkit.env import import_keras
 from cnnkit.errors import TrainingDiverged, TrainingInterrupted
 from cnnkit.log import notice
@@ -130,10 +131,13 @@ def fit(
     verbose: int | None = None,
     resume: bool = False,
     callbacks: list[Any] | None = None,
+    group: Group = SINGLE,
 ) -> FitResult:
     """Train ``net`` in place, checkpointing into ``run``; with ``resume``, continue its checkpoint.
 
-    ``callbacks`` are extra Keras callbacks, run after cnnkit's own at every epoch.
+    ``callbacks`` are extra Keras callbacks, run after cnnkit's own at every epoch. ``group``:
+    the processes training together (:mod:`cnnkit.distributed`); each feeds its share of every
+    batch, and only process 0 writes into ``run``.
     """
     augment = augment or AugmentConfig(enabled=False)
     model = training_model(net, create_augmenter(augment, seed))
@@ -159,18 +163,30 @@ def fit(
         adapt_layers(net, train.x)
     epoch_images = EpochAugmenter(train.x, augment, seed)
     timer = EpochTimer(len(train))
-    checkpointer = Checkpointer(net, run, cfg, state, len(train), timer)
-    if resume:
+    checkpointer = Checkpointer(net, run, cfg, state, len(train), timer, group)
+    if resume and group.primary:
         checkpointer.restore_files()
     y = _one_hot(train.y, num_classes)
     validation: Any = None
+    # Validation is sharded like training, in batches that split evenly over the devices.
+    val_batch = max(group.devices, cfg.eval_batch_size // group.devices * group.devices)
+    val_index = None
+    if val is not None and group.distributed:
+        val_index = group.shard(np.arange(len(val)), val_batch)
     if val is not None and val.in_memory:
-        validation = (val.x, _one_hot(val.y, num_classes))
+        if val_index is None:  # all of it, without a copy
+            validation = (val.x, _one_hot(val.y, num_classes))
+        else:
+            validation = (val.x[val_index], _one_hot(val.y[val_index], num_classes))
     elif val is not None:  # read from disk a batch at a time
-        validation = Batches(val.x, _one_hot(val.y, num_classes), None, cfg.eval_batch_size)
+        validation = Batches(
+            val.x, _one_hot(val.y, num_classes), val_index, group.local_batch(val_batch)
+        )
     weights = class_weights(train.y, num_classes) if cfg.class_weight == "balanced" else None
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where someone watches it
+    if not group.primary:
+        verbose = 0  # process 0 shows the progress of all
     # The timer first: it adds to the logs; the user's last: they see the finished logs.
     all_callbacks = [timer, checkpointer, *(callbacks or [])]
     if cfg.tensorboard:  # after the timer, so that epoch times and images/s are logged too
@@ -182,6 +198,7 @@ def fit(
                 phase = now
                 compile_phase(model, net, cfg, steps, phase)
             order = epoch_order(seed, state.epoch, len(train))[state.step * cfg.batch_size :]
+            order = group.shard(order, cfg.batch_size)  # all of it in one process
             common = {
                 "initial_epoch": state.epoch,
                 "epochs": cfg.epochs,  # for the progress display; the Checkpointer ends each call
@@ -194,17 +211,26 @@ def fit(
                 "shuffle": False,
             }
             if train.in_memory:
-                images = epoch_images(state.epoch) if epoch_images.active else train.x
+                if not epoch_images.active:
+                    x = train.x[order]
+                elif group.distributed:  # only this process's images, augmented as in one
+                    x = epoch_images.batch(train.x[order], order, state.epoch)
+                else:  # all at once, from the images padded once
+                    x = epoch_images(state.epoch)[order]
                 model.fit(
-                    images[order],
+                    x,
                     y[order],
-                    batch_size=cfg.batch_size,
-                    validation_batch_size=cfg.eval_batch_size if val and val.in_memory else None,
+                    batch_size=group.local_batch(cfg.batch_size),
+                    validation_batch_size=group.local_batch(val_batch)
+                    if val and val.in_memory
+                    else None,
                     **common,
                 )
             else:  # images read from disk a batch at a time, in the same order
                 augmenter = epoch_images if epoch_images.active else None
-                batches = Batches(train.x, y, order, cfg.batch_size, augmenter, state.epoch)
+                batches = Batches(
+                    train.x, y, order, group.local_batch(cfg.batch_size), augmenter, state.epoch
+                )
                 model.fit(batches, **common)
     return FitResult(
         state.history, state.epoch, state.seconds, checkpointer.stop_early, state.best_epoch
@@ -354,10 +380,11 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         state: TrainState,
         images: int,
         timer: EpochTimer,
+        group: Group = SINGLE,
     ) -> None:
         super().__init__()
         self.net, self.run, self.cfg, self.state, self.images = net, run, cfg, state, images
-        self.timer = timer
+        self.timer, self.group = timer, group
         self.stop_requested = False
         self.stop_early = False
         self._mode_max = cfg.monitor.endswith("accuracy")
@@ -402,6 +429,8 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
             self._diverged(f"step {self._steps_done()}")
         self._logs = {k: float(v) for k, v in logs.items()}
         steps = self._steps_done()
+        # A stop asked of any process stops all of them at this same step.
+        self.stop_requested = self.group.any(self.stop_requested)
         if self.stop_requested:
             self._save_partial(steps)
             raise TrainingInterrupted(self._interrupted_message())
@@ -422,7 +451,13 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         state.partial_seconds = self._base_partial_seconds + elapsed
         state.seconds = self._base_seconds + elapsed
         state.step = steps
-        save_state(self.run.state_path, self.model, state)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Process 0 writes the state (the commit point); every process waits for it."""
+        if self.group.primary:
+            save_state(self.run.state_path, self.model, self.state)
+        self.group.barrier("checkpoint")
 
     # -- epochs -----------------------------------------------------------------------------------
 
@@ -453,11 +488,12 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
                 state.best, state.best_epoch, improved = float(value), epoch + 1, True
         state.epoch, state.step = epoch + 1, 0
         state.partial_logs, state.partial_samples, state.partial_seconds = {}, 0, 0.0
-        save_state(self.run.state_path, self.model, state)  # the commit point
-        self._write_history()
-        save_network(self.net, self.run.last_path)
-        if improved:
-            save_network(self.net, self.run.best_path)
+        self._commit()
+        if self.group.primary:
+            self._write_history()
+            save_network(self.net, self.run.last_path)
+            if improved:
+                save_network(self.net, self.run.best_path)
         # One Keras fit call per epoch: the next epoch's images are augmented and ordered anew.
         self.model.stop_training = True
         patience = self.cfg.early_stopping
@@ -467,6 +503,7 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
                 "early stopping: no better %s for %d epochs (best at epoch %d)",
                 self.cfg.monitor, patience, state.best_epoch,
             )  # fmt: skip
+        self.stop_requested = self.group.any(self.stop_requested)
         if self.stop_requested and state.epoch < self.cfg.epochs:
             raise TrainingInterrupted(self._interrupted_message())
 

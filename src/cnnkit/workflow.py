@@ -10,6 +10,7 @@ config, so that its final model, metrics and report are those of an uninterrupte
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import resource
 import statistics
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.config import Config
+from cnnkit.distributed import Group
 from cnnkit.errors import ConfigError, RunError, RunStopped, TrainingInterrupted
 from cnnkit.metrics import EvalResult
 from cnnkit.runs import Run, create_run, lock_run, now, open_run
@@ -37,12 +39,17 @@ def train(
     ``verbose``: Keras's progress display (None: a bar on a terminal, a line per epoch
     elsewhere). ``callbacks``: extra Keras callbacks, called after cnnkit's own at each epoch.
     What the run is doing is logged to the ``cnnkit`` logger (:mod:`cnnkit.log`).
+
+    With ``train.distribute=data_parallel`` every process of the group calls this; process 0
+    makes and writes the run folder, which every process returns (:mod:`cnnkit.distributed`).
     """
-    from cnnkit import env
+    from cnnkit import distributed, env
     from cnnkit.budget import fit_budget
     from cnnkit.data import load_dataset
     from cnnkit.models import check_hparams, check_weights, fetch_weights
 
+    # First: the processes of a distributed run join before JAX starts its devices.
+    group = distributed.join(config.train.distribute, config.train.batch_size)
     # Everything that can be refused is checked before a run folder exists.
     if config.train.tensorboard:
         env.require("tensorboard", "train.tensorboard=true", "tensorboard")
@@ -55,9 +62,17 @@ def train(
     budget = None
     if config.train.budget:
         config, budget = fit_budget(config, data, policy)
+        if group.num_processes > 1:  # every process measured (together); process 0's plan holds
+            shared = json.loads(group.broadcast(json.dumps([config.to_dict(), budget])))
+            config, budget = Config.from_dict(shared[0]), shared[1]
         if "train_images" in budget:  # a sample of the training images: drawn as on resume
             data = load_dataset(config.data, config.seed)
+    if not group.primary:
+        run = Run(Path(group.broadcast("")))
+        _run(config, data, run, policy, verbose, False, callbacks, group)
+        return run
     run = create_run(runs_dir, config.name or "train")
+    group.broadcast(str(run.path))
     with lock_run(run):
         run.write_config(config)  # first: it makes the folder resumable
         run.update_meta(
@@ -73,13 +88,14 @@ def train(
             backend=env.backend_name(),
             deterministic=config.train.deterministic,
             budget=budget,
+            distributed=distributed.describe(group) if group.distributed else None,
         )
         run.write_env(env.describe())
         if data.skipped:
             listed = run.write_skipped(data.skipped)
             log.info("%d files or folders left out (listed with the reason in %s)",
                      len(data.skipped), listed)  # fmt: skip
-        _run(config, data, run, policy, verbose, False, callbacks)
+        _run(config, data, run, policy, verbose, False, callbacks, group)
     return run
 
 
@@ -92,10 +108,12 @@ def resume(
 ) -> Run:
     """Continue ``run`` from its last checkpoint, with its own config.
 
-    ``overrides`` may move the data (``data.path=...``); any other change is refused unless
+    ``overrides`` may move the data (``data.path=...``) or change ``train.distribute``, with any
+    number of processes (the checkpoint is the same for all); any other change is refused unless
     ``force`` is set, and is then recorded in run.json (e.g. ``train.epochs=150`` to train longer).
+    Every process of a distributed run calls this; only process 0 writes.
     """
-    from cnnkit import env
+    from cnnkit import distributed, env
     from cnnkit.config import resume_config
     from cnnkit.data import load_dataset
 
@@ -103,6 +121,7 @@ def resume(
     meta = run.meta()
     config = run.config()
     new_config, changed = resume_config(config, overrides, force)
+    group = distributed.join(new_config.train.distribute, new_config.train.batch_size)
     longer = "train.epochs" in changed and new_config.train.epochs > int(meta.get("epochs") or 0)
     if meta.get("status") == "complete" and not longer:
         raise RunError(
@@ -115,6 +134,9 @@ def resume(
     if list(data.class_names) != meta.get("classes"):
         raise ConfigError(f"the data's classes {list(data.class_names)} differ from the run's")
     _require_resources(new_config, data, meta["precision"], run.path)
+    if not group.primary:
+        _run(new_config, data, run, meta["precision"], verbose, True, callbacks, group)
+        return run
     with lock_run(run):
         start = (
             "from its last checkpoint"
@@ -130,7 +152,7 @@ def resume(
         ]  # fmt: skip
         run.update_meta(status="running", error=None, resumes=resumes)
         log.info("resuming %s %s", run.path, start)
-        _run(new_config, data, run, meta["precision"], verbose, True, callbacks)
+        _run(new_config, data, run, meta["precision"], verbose, True, callbacks, group)
     return run
 
 
@@ -171,13 +193,15 @@ def _run(
     verbose: int | None,
     resume: bool,
     callbacks: list[Any] | None,
+    group: Group,
 ) -> None:
-    """Seed, build, fit (or continue), then evaluate and report; record the outcome in run.json."""
+    """Seed, build, fit (or continue), then evaluate and report; record the outcome in run.json
+    (process 0 of a distributed run; the others only train)."""
     from cnnkit import env
     from cnnkit.budget import few_steps_warning
 
     keras = env.import_keras()
-    keras.utils.set_random_seed(config.seed)
+    env.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(policy)
     if config.train.deterministic:
         env.enable_determinism()
@@ -188,10 +212,18 @@ def _run(
     )  # fmt: skip
     log.info("model %s, precision %s, backend %s, run %s",
              config.model.name, policy, env.backend_name(), run.path)  # fmt: skip
+    if group.distributed:
+        log.info("data parallel: %d process(es), %d device(s), global batch %d (%d per device)",
+                 group.num_processes, group.devices, config.train.batch_size,
+                 config.train.batch_size // group.devices)  # fmt: skip
+    if not group.primary:  # the others train, and leave the writing and evaluating to process 0
+        _fit_and_evaluate(config, data, run, verbose, resume, callbacks, group)
+        return
     if warning := few_steps_warning(len(data.train), config.train.batch_size, config.train.epochs):
         log.warning(warning)
     try:
-        result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks)
+        result = _fit_and_evaluate(config, data, run, verbose, resume, callbacks, group)
+        assert result is not None
     except TrainingInterrupted:
         run.update_meta(status="interrupted", ended=now())
         raise
@@ -227,28 +259,34 @@ def _fit_and_evaluate(
     verbose: int | None,
     resume: bool,
     callbacks: list[Any] | None,
-) -> EvalResult:
+    group: Group,
+) -> EvalResult | None:
     from cnnkit import trainer
     from cnnkit.atomic import remove_stale
     from cnnkit.metrics import classification_report, predict_and_score
     from cnnkit.models import create_model
     from cnnkit.reporter import write_report
 
+    group.start()  # the network's variables on every device of the group
     net = create_model(
         config.model.name, data.input_shape, data.num_classes, config.model.weights,
         **config.model.params,
     )  # fmt: skip
-    lines: list[str] = []
-    net.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
-    run.write_summary(lines)
-    run.checkpoints.mkdir(exist_ok=True)
-    remove_stale(run.checkpoints)
-    remove_stale(run.path)
+    if group.primary:
+        lines: list[str] = []
+        net.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        run.write_summary(lines)
+        run.checkpoints.mkdir(exist_ok=True)
+        remove_stale(run.checkpoints)
+        remove_stale(run.path)
 
     fitted = trainer.fit(
         net, data.train, data.val, data.num_classes, config.train, run, config.seed,
-        config.augment, verbose, resume, callbacks,
+        config.augment, verbose, resume, callbacks, group,
     )  # fmt: skip
+    group.finish()  # evaluation and the report: once, in process 0, on its own devices
+    if not group.primary:
+        return None
     kept = run.keep_model(config.train.keep)
     if kept != config.train.keep:
         log.info("no validation split, so the last epoch's weights are kept")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 VERBS = (
     "train",
+    "launch",
     "tune",
     "evaluate",
     "report",
