@@ -11,6 +11,7 @@ The pytest process itself runs TensorFlow: the .keras files are read here, on an
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,14 @@ def test_each_process_feeds_its_slice_of_every_global_batch() -> None:
     assert np.array_equal(np.concatenate(tail), order[40:42])  # 3 left over -> 2, one each
     assert np.array_equal(Group().shard(order, 8), order)  # one process: all of it
     assert Group(1, 2, 2, distributed=True).local_batch(32) == 16
+
+
+def test_a_config_crosses_between_processes_unchanged() -> None:
+    """What Group.broadcast carries for a budget's plan: the config as JSON."""
+    from cnnkit.config import Config, load_config
+
+    config = load_config("fast", overrides=["model.params.widths=[8,16,16]", "train.budget=60"])
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 def test_refusals_are_one_line(tmp_path: Path) -> None:

@@ -156,7 +156,8 @@ def join(distribute: str, batch_size: int) -> Group:
         raise ConfigError(
             f"train.distribute={distribute} trains with keras.distribution on the JAX backend, "
             f"not {backend}: run it with KERAS_BACKEND=jax (pip install 'cnnkit[jax]'; the run's "
-            f"model.keras works on every backend afterwards)"
+            f"model.keras works on every backend afterwards), or resume such a run in one "
+            f"process with train.distribute=none"
         )
     keras = env.import_keras()
     import jax

@@ -511,9 +511,10 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         self.run.write_history(self.state.history)
 
     def _interrupted_message(self) -> str:
+        how = "cnnkit launch --nproc N -- train" if self.group.distributed else "cnnkit train"
         return (
             f"stopped at {self.state.position} with a checkpoint saved; "
-            f"resume with: cnnkit train --resume {self.run.path}"
+            f"resume with: {how} --resume {self.run.path}"
         )
 
     def _diverged(self, where: str) -> None:

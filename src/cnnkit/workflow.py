@@ -148,7 +148,8 @@ def resume(
         resumes = [
             *meta.get("resumes", []),
             {"at": now(), "argv": list(sys.argv), "changes": changed,
-             "previous_status": meta.get("status"), "previous_error": meta.get("error")},
+             "previous_status": meta.get("status"), "previous_error": meta.get("error"),
+             "distributed": distributed.describe(group) if group.distributed else None},
         ]  # fmt: skip
         run.update_meta(status="running", error=None, resumes=resumes)
         log.info("resuming %s %s", run.path, start)
