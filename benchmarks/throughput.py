@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.config import load_config
-from cnnkit.env import backend_name, cpu_model, import_keras
+from cnnkit.env import backend_name, cpu_model, import_keras, set_random_seed
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 SETUPS = [("seed_cnn", "seed", 256), ("fast_cnn", "fast", 1024)]
@@ -88,7 +88,7 @@ def main() -> None:
         for label, policy in POLICIES.items():
             if label not in args.precisions.split(","):
                 continue
-            keras.utils.set_random_seed(0)
+            set_random_seed(0)
             keras.mixed_precision.set_global_policy(policy)
             net = create_model(name, (32, 32, 3), 10)
             adapt_layers(net, x)
@@ -148,7 +148,8 @@ def main() -> None:
             f"{r['model']:<10} {r['precision']:<5} {r['batch_size']:>5} {r['forward_mflop_per_image']:>9.1f} "
             f"{r['train_images_per_second']:>11,.0f} {r['train_vs_fp32']:>6.2f}x "
             f"{r['infer_images_per_second']:>11,.0f} {r['train_tflops']:>13.3f} "
-            f"{r['share_of_matmul_peak']:>6.0%} {r['tflops_vs_seed_cnn_bf16']:>15.2f}x"
+            f"{r['share_of_matmul_peak']:>6.0%} "
+            + (f"{versus:>15.2f}x" if (versus := r["tflops_vs_seed_cnn_bf16"]) else f"{'-':>16}")
         )
     record = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
