@@ -152,15 +152,24 @@ def main() -> None:
             + (f"{versus:>15.2f}x" if (versus := r["tflops_vs_seed_cnn_bf16"]) else f"{'-':>16}")
         )
     record = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "backend": backend_name(), "keras": keras.__version__, "steps": args.steps,
         "repeats": args.repeats, "statistic": "median", "matmul_peak_tflops": round(peak / 1e12, 3),
         "rows": rows,
     }  # fmt: skip
-    out = Path(args.json)
+    out = write(record, args.json)
+    print(f"\nmedians of {args.repeats} interleaved repeats; JSON in {out}")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def write(record: dict[str, Any], path: str) -> Path:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nmedians of {args.repeats} interleaved repeats; JSON in {out}")
+    return out
 
 
 def compare_backends(args: argparse.Namespace) -> None:
@@ -196,14 +205,11 @@ def compare_backends(args: argparse.Namespace) -> None:
             f"{r['backend']:<11} {r['model']:<9} {r['train_images_per_second']:>18,.1f}  {r['runs']}"
         )
     record = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "steps": args.steps, "repeats_per_round": args.repeats, "rounds": args.rounds,
         "precision": "fp32", "statistic": "median", "rows": rows,
     }  # fmt: skip
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"JSON in {out}")
+    print(f"JSON in {write(record, args.json)}")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ def join(distribute: str, batch_size: int) -> Group:
             f"model.keras works on every backend afterwards), or resume such a run in one "
             f"process with train.distribute=none"
         )
+    env.require("jax", f"train.distribute={distribute}", "jax")
     keras = env.import_keras()
     import jax
 
