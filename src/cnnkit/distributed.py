@@ -62,10 +62,6 @@ class Group:
         """Process 0: the one that writes the run folder and evaluates."""
         return self.process_id == 0
 
-    @property
-    def local_devices(self) -> int:
-        return self.devices // self.num_processes
-
     def shard(self, order: np.ndarray, batch: int) -> np.ndarray:
         """This process's images of ``order`` cut into global batches of ``batch``: its slice of
         each batch, so that the processes' slices put together are the batch. A last, shorter
