@@ -1,5 +1,5 @@
-"""The numbers behind the report's pictures, from saved predictions: calibration, the most
-confused class pairs, the most confident mistakes, where over-fitting starts.
+"""The numbers behind the report's pictures, from saved predictions: calibration, accuracy against
+coverage, the most confused class pairs, the most confident mistakes, where over-fitting starts.
 
 Plain numpy on ``probabilities (N, classes)`` and integer ``labels (N,)``; figures.py only draws
 what these return, and tests check them on cases worked out by hand.
@@ -56,6 +56,75 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_B
         accuracy=[float(v) for v in accuracy],
         count=[int(c) for c in count],
     )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Accuracy on the images the model is most sure of: with the images sorted by confidence,
+    highest first, answering only the first ``coverage`` share of them gives ``accuracy``, and
+    ``threshold`` is the lowest confidence among those answered."""
+
+    coverage: list[float]
+    accuracy: list[float]
+    threshold: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ranked(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences sorted highest first, and the running accuracy over them."""
+    confidence = probabilities.max(axis=1).astype(np.float64)
+    correct = probabilities.argmax(axis=1) == labels
+    order = np.argsort(-confidence, kind="stable")
+    running = np.cumsum(correct[order]) / np.arange(1, len(labels) + 1)
+    return confidence[order], running
+
+
+def _cuts(confidence: np.ndarray) -> np.ndarray:
+    """The answered counts a confidence threshold can make: images of equal confidence are
+    answered together, so a cut falls only where the next confidence is lower."""
+    n = len(confidence)
+    return (
+        np.flatnonzero(np.append(confidence[1:] < confidence[:-1], True)) + 1 if n else confidence
+    )
+
+
+def accuracy_coverage(probabilities: np.ndarray, labels: np.ndarray, points: int = 100) -> Coverage:
+    """The accuracy-against-coverage curve at up to ``points`` coverages (every threshold a
+    confidence can make, thinned evenly)."""
+    confidence, running = _ranked(probabilities, labels)
+    cuts = _cuts(confidence)
+    if len(cuts) > points:
+        cuts = cuts[np.unique(np.linspace(0, len(cuts) - 1, points).round().astype(int))]
+    n = max(len(labels), 1)
+    return Coverage(
+        coverage=[float(k / n) for k in cuts],
+        accuracy=[float(running[k - 1]) for k in cuts],
+        threshold=[float(confidence[k - 1]) for k in cuts],
+    )
+
+
+@dataclass(frozen=True)
+class Operating:
+    """A confidence threshold and what answering only at or above it gives."""
+
+    target: float  # the accuracy asked for
+    threshold: float  # answer when the top probability is at least this, else "unsure"
+    coverage: float  # share of the images answered
+    accuracy: float  # accuracy on them
+
+
+def threshold_for(probabilities: np.ndarray, labels: np.ndarray, target: float) -> Operating | None:
+    """The lowest confidence threshold whose answered images are at least ``target`` accurate
+    (the largest share answered), or None when even the most confident answers miss it."""
+    confidence, running = _ranked(probabilities, labels)
+    cuts = _cuts(confidence)
+    good = cuts[running[cuts - 1] >= target] if len(cuts) else cuts
+    if not len(good):
+        return None
+    k = int(good.max())
+    return Operating(target, float(confidence[k - 1]), k / len(labels), float(running[k - 1]))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnkit.config import Config
+from cnnkit.data import held_out_share
 from cnnkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str
     batch = config.train.batch_size
     while batch > SHORT_BATCH and epochs * (per_epoch / batch) < TARGET_STEPS:
         batch //= 2
-    keep = 1.0 - config.data.val_split
+    keep = 1.0 - held_out_share(config.data, config.train.calibrate)
     subset = int(per_epoch / keep)
     if per_epoch < min(n, max(2 * batch, 10 * data.num_classes)):
         raise ConfigError(

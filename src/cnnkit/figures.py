@@ -147,17 +147,35 @@ def plot_per_class(result: EvalResult, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_reliability(calibration: analysis.Calibration, path: Path) -> Path:
-    """Reliability diagram: accuracy against confidence per bin, and how many images each bin has."""
+def plot_reliability(
+    calibration: analysis.Calibration,
+    path: Path,
+    before: analysis.Calibration | None = None,
+) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, and how many images each bin
+    has; with ``before``, the network's own probabilities on the left and the calibrated ones on
+    the right."""
     plt = pyplot()
+    panels = (
+        [(before, "network's own"), (calibration, "calibrated")] if before else [(calibration, "")]
+    )
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(5.6 * len(panels), 6.2), sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )  # fmt: skip
+    for column, (bins, label) in enumerate(panels):
+        assert bins is not None
+        _reliability_panel(axes[0][column], axes[1][column], bins, label)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _reliability_panel(ax: Any, below: Any, calibration: analysis.Calibration, label: str) -> None:
     edges = np.asarray(calibration.edges)
     centers = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
     accuracy = np.nan_to_num(np.asarray(calibration.accuracy, dtype=float))
     confidence = np.asarray(calibration.confidence, dtype=float)
-    fig, (ax, below) = plt.subplots(
-        2, 1, figsize=(5.6, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
     ax.bar(centers, accuracy, width=width * 0.95, color="tab:blue", label="accuracy in the bin")
     filled = ~np.isnan(confidence)
     low = np.minimum(confidence[filled], accuracy[filled])
@@ -171,13 +189,35 @@ def plot_reliability(calibration: analysis.Calibration, path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (expected calibration error {calibration.ece:.2%})")
+    prefix = f"{label.capitalize()}: " if label else "Reliability "
+    ax.set_title(f"{prefix}(expected calibration error {calibration.ece:.2%})")
     ax.legend(fontsize=9, loc="upper left")
     ax.grid(alpha=0.3)
     below.bar(centers, calibration.count, width=width * 0.95, color="tab:grey")
     below.set_ylabel("images")
     below.set_xlabel("confidence (top probability)")
     below.grid(alpha=0.3)
+
+
+def plot_coverage(
+    coverage: analysis.Coverage, points: Sequence[analysis.Operating], path: Path
+) -> Path:
+    """Accuracy against coverage: answering only the images the model is most sure of, how
+    accurate it is; each operating point marked with its confidence threshold."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.plot(np.asarray(coverage.coverage) * 100, np.asarray(coverage.accuracy) * 100,
+            color="tab:blue", lw=2)  # fmt: skip
+    for point in points:
+        ax.plot(point.coverage * 100, point.accuracy * 100, "o", color="tab:red")
+        ax.annotate(f"confidence \u2265 {point.threshold:.2f}: {point.accuracy:.1%} on "
+                    f"{point.coverage:.0%}", (point.coverage * 100, point.accuracy * 100),
+                    textcoords="offset points", xytext=(-8, -14), ha="right", fontsize=9)  # fmt: skip
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of test images answered, most confident first (%)")
+    ax.set_ylabel("accuracy on them (%)")
+    ax.set_title("Accuracy against coverage")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
 

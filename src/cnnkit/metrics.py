@@ -1,4 +1,5 @@
-"""Numbers only: test loss and accuracy, per-class precision/recall/F1, the confusion matrix."""
+"""Numbers only: test loss and accuracy, per-class precision/recall/F1, the confusion matrix,
+calibration error and Brier score."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class EvalResult:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     macro_f1: float
     ece: float  # expected calibration error over 15 confidence bins (analysis.calibration)
+    brier: float  # multi-class Brier score (calibration.brier_score)
     seconds: float
     images_per_second: float
 
@@ -41,7 +43,9 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvalResult:
-        timing = {"seconds": 0.0, "images_per_second": 0.0, "ece": float("nan")}  # older files
+        # Older files lack some numbers.
+        timing = {"seconds": 0.0, "images_per_second": 0.0, "ece": float("nan"),
+                  "brier": float("nan")}  # fmt: skip
         return cls(**{k: values.get(k, timing.get(k)) for k in cls.__dataclass_fields__})
 
     def per_class(self) -> list[dict[str, Any]]:
@@ -102,6 +106,7 @@ def score(
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     from cnnkit.analysis import calibration
+    from cnnkit.calibration import brier_score
 
     labels = np.arange(len(class_names))
     predicted = probabilities.argmax(axis=1)
@@ -123,6 +128,7 @@ def score(
         confusion=confusion.astype(int).tolist(),
         macro_f1=float(np.mean(f1)),
         ece=calibration(probabilities, split.y).ece,
+        brier=brier_score(probabilities, split.y),
         seconds=round(seconds, 3),
         images_per_second=round(len(split.y) / seconds, 1) if seconds > 0 else 0.0,
     )

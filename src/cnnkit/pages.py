@@ -147,11 +147,16 @@ def report_page(
         )
     if "reliability" in figures:
         section("calibration", "Calibration",
-                f"<p>Expected calibration error {calibration['ece']:.2%} over "
+                _calibration_text(meta.get("calibration"), numbers, result)
+                + f"<p>Expected calibration error {calibration['ece']:.2%} over "
                 f"{len(calibration['count'])} equal-width confidence bins: how far the model's "
                 f"confidence is from its accuracy, weighted by the images in each bin. "
                 f"{_leaning(calibration['overconfidence'])}</p>"
                 + embed_png(figures["reliability"], "reliability diagram"))  # fmt: skip
+    if "coverage" in figures:
+        section("coverage", "Accuracy against coverage",
+                _coverage_text(numbers.get("operating_points") or [], result)
+                + embed_png(figures["coverage"], "accuracy against coverage"))  # fmt: skip
     if "gradcam" in figures:
         section("gradcam", "Class-activation maps (Grad-CAM)",
                 f"<p>Top row: {cams} correctly and {cams} wrongly classified test "
@@ -176,6 +181,59 @@ def report_page(
         f"<header><h1>cnnkit report: {esc(name)}</h1><p>{esc(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>{''.join(body for _, _, body in sections)}</main></body></html>\n"
     )
+
+
+def _calibration_text(
+    fitted: dict[str, Any] | None, numbers: dict[str, Any], result: EvalResult
+) -> str:
+    """What the temperature is, where it came from, and the numbers before and after it."""
+    if not fitted:
+        return (
+            "<p>The probabilities are the network's own (not calibrated: train.calibrate=false, "
+            "or no held-out images to calibrate on).</p>"
+        )
+    text = (
+        f"<p>The probabilities in this report, and those <code>predict</code>, "
+        f"<code>serve</code> and <code>export</code> give, are calibrated: the logits are "
+        f"divided by the temperature <b>T = {fitted['temperature']:.4f}</b> (the saved model's "
+        f"last layer), fitted by minimising the negative log-likelihood on the "
+        f"{fitted['images']:,} images of the {html.escape(fitted['source'])}, which training "
+        f"never fitted (there: {fitted['nll_before']:.4f} before, {fitted['nll_after']:.4f} "
+        f"after). T {'below' if fitted['temperature'] < 1 else 'above'} 1 makes the model "
+        f"{'surer' if fitted['temperature'] < 1 else 'less sure'}; no prediction changes.</p>"
+    )
+    before = numbers.get("uncalibrated")
+    if before:
+        rows = [
+            ("network's own", f"{before['accuracy']:.2%}", f"{before['loss']:.4f}",
+             f"{before['ece']:.2%}", f"{before['brier']:.4f}"),
+            ("calibrated", f"{result.accuracy:.2%}", f"{result.loss:.4f}",
+             f"{result.ece:.2%}", f"{result.brier:.4f}"),
+        ]  # fmt: skip
+        text += html_table(
+            ("test set", "accuracy", "negative log-likelihood", "ECE", "Brier score"), rows
+        )
+    return text
+
+
+def _coverage_text(points: list[dict[str, Any]], result: EvalResult) -> str:
+    intro = (
+        f"<p>Answering only when the model is sure enough, and saying \u201cunsure\u201d "
+        f"otherwise (<code>cnnkit predict --min-confidence P</code>, the service's "
+        f"<code>min_confidence</code>), trades coverage for accuracy: all {result.num_images:,} "
+        f"test images are {result.accuracy:.2%} right. The thresholds below are read off this "
+        f"test set.</p>"
+    )
+    rows = [
+        (f"{p['target']:.0%}", f"{p['threshold']:.4f}", f"{p['coverage']:.1%}",
+         f"{p['accuracy']:.2%}") for p in points
+    ]  # fmt: skip
+    if not rows:
+        return intro
+    return intro + html_table(
+        ("accuracy wanted", "answer when confidence \u2265 P", "share answered",
+         "accuracy on them"), rows,
+    )  # fmt: skip
 
 
 def _leaning(overconfidence: float) -> str:

@@ -21,12 +21,49 @@ from cnnkit.runs import Run, open_run
 class Prediction:
     source: str
     top: list[tuple[str, float]]  # (class name, probability), most likely first
+    # The most likely class's probability is below the confidence asked for (min_confidence):
+    # the answer is "unsure" rather than a class.
+    unsure: bool = False
+
+    @property
+    def answer(self) -> str | None:
+        """The class answered, or None when unsure."""
+        return None if self.unsure else self.top[0][0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "image": self.source,
+            "class": self.answer,
+            "unsure": self.unsure,
             "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top],
         }
+
+
+def answer(
+    source: str,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    top_k: int = 5,
+    min_confidence: float = 0.0,
+) -> Prediction:
+    """One image's answer from its (calibrated) class probabilities: the ``top_k`` classes, and
+    "unsure" when the most likely one's probability is below ``min_confidence``."""
+    order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
+    top = [(class_names[i], float(probabilities[i])) for i in order]
+    return Prediction(source, top, unsure=top[0][1] < min_confidence)
+
+
+def check_min_confidence(value: float) -> float:
+    """``value`` as a probability threshold, or a CnnkitError saying what is allowed."""
+    import math
+
+    from cnnkit.errors import CnnkitError
+
+    if not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise CnnkitError(
+            f"--min-confidence must be a probability between 0 and 1 (e.g. 0.9), got {value}"
+        )
+    return float(value)
 
 
 class Predictor:
@@ -75,20 +112,28 @@ class Predictor:
         return predict_probabilities(self.model, images, self.batch_size, self.tta)
 
     def predict(
-        self, paths: Sequence[str | Path], top_k: int = 5
+        self, paths: Sequence[str | Path], top_k: int = 5, min_confidence: float = 0.0
     ) -> tuple[list[Prediction], list[ImageError]]:
-        """Top-k classes for each readable file; unreadable ones come back as errors."""
+        """Top-k classes for each readable file (unsure below ``min_confidence``); unreadable
+        ones come back as errors."""
         predictions: list[Prediction] = []
         errors: list[ImageError] = []
-        for answer in self.predict_iter(paths, top_k):
-            (errors if isinstance(answer, ImageError) else predictions).append(answer)  # type: ignore[arg-type]
+        for item in self.predict_iter(paths, top_k, min_confidence=min_confidence):
+            (errors if isinstance(item, ImageError) else predictions).append(item)  # type: ignore[arg-type]
         return predictions, errors
 
     def predict_iter(
-        self, paths: Iterable[str | Path], top_k: int = 5, chunk: int = 512, threads: int = 4
+        self,
+        paths: Iterable[str | Path],
+        top_k: int = 5,
+        chunk: int = 512,
+        threads: int = 4,
+        min_confidence: float = 0.0,
     ) -> Iterator[Prediction | ImageError]:
         """Answers in the order of ``paths``, ``chunk`` files at a time (decoded by ``threads``
-        threads while the model is idle), so that memory stays flat for any number of files."""
+        threads while the model is idle), so that memory stays flat for any number of files.
+        An answer is "unsure" where the top probability is below ``min_confidence``."""
+        check_min_confidence(min_confidence)
         from concurrent.futures import ThreadPoolExecutor
 
         def load(path: str | Path) -> np.ndarray | ImageError:
@@ -108,11 +153,8 @@ class Predictor:
                     if isinstance(item, ImageError):
                         yield item
                     else:
-                        yield self._top(str(path), next(probabilities), top_k)
-
-    def _top(self, source: str, probabilities: np.ndarray, top_k: int) -> Prediction:
-        order = np.argsort(-probabilities)[: max(1, top_k)]
-        return Prediction(source, [(self.class_names[i], float(probabilities[i])) for i in order])
+                        yield answer(str(path), next(probabilities), self.class_names,
+                                     top_k, min_confidence)  # fmt: skip
 
 
 def predict(
@@ -121,14 +163,20 @@ def predict(
     top_k: int = 5,
     batch_size: int = 256,
     engine: str = "keras",
+    min_confidence: float = 0.0,
 ) -> tuple[list[Prediction], list[ImageError]]:
     """Top-k classes for image files, folders (every image under them) and glob patterns, with
     ``run``'s model (``cnnkit predict``); files that cannot be read come back as errors, in order.
+    Where the most likely class's (calibrated) probability is below ``min_confidence``, the
+    answer is "unsure" (``Prediction.unsure``) instead of a class.
 
     For many files, :meth:`Predictor.predict_iter` gives the answers as they come.
     """
+    check_min_confidence(min_confidence)
     files, errors = expand_paths([str(p) for p in paths])
-    predictions, unreadable = Predictor(run, batch_size, engine).predict(files, top_k)
+    predictions, unreadable = Predictor(run, batch_size, engine).predict(
+        files, top_k, min_confidence
+    )
     return predictions, errors + unreadable
 
 

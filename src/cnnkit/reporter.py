@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ GALLERY = 24  # images in the gallery of mistakes and in the random grid
 PAIRS = 5  # most confused class pairs shown
 PAIR_EXAMPLES = 6  # images per pair
 CAM_IMAGES = 4  # heatmaps over this many correct and this many wrong images
+# Accuracies the report finds a confidence threshold for (answer at or above it, else "unsure").
+TARGETS = (0.95, 0.98, 0.99)
 
 
 @dataclass
@@ -87,8 +89,9 @@ def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Report:
             labels = test.y
             run.write_predictions(probabilities, labels)
     return write_report(
-        run, result, probabilities, labels, None if test is None else test.x, model, notes
-    )
+        run, result, probabilities, labels, None if test is None else test.x, model, notes,
+        run.prediction_arrays().get("uncalibrated"),
+    )  # fmt: skip
 
 
 def write_report(
@@ -99,12 +102,14 @@ def write_report(
     images: Any = None,
     model: Any = None,
     notes: Sequence[str] = (),
+    uncalibrated: np.ndarray | None = None,
 ) -> Report:
     """Draw every picture into ``run``'s figures folder and write report.html and report.json.
 
     ``probabilities``/``labels``: the test set's predictions (None: only what metrics.json and
     history.csv give). ``images``: the test images, indexable by an index array (None: no image
-    galleries). ``model``: for the class-activation maps (None: none).
+    galleries). ``model``: for the class-activation maps (None: none). ``uncalibrated``: the
+    network's own test probabilities, for a calibrated run (the reliability before and after).
     """
     start = time.perf_counter()
     folder = run.figures
@@ -139,7 +144,22 @@ def write_report(
     if probabilities is not None and labels is not None:
         calibration = analysis.calibration(probabilities, labels)
         numbers["calibration"] = calibration.to_dict()
-        drawn["reliability"] = figures.plot_reliability(calibration, folder / "reliability.png")
+        before = None
+        if uncalibrated is not None:
+            before = analysis.calibration(uncalibrated, labels)
+            numbers["calibration_before"] = before.to_dict()
+            saved = _saved_metrics(run)
+            if "uncalibrated" in saved:
+                numbers["uncalibrated"] = saved["uncalibrated"]
+        drawn["reliability"] = figures.plot_reliability(
+            calibration, folder / "reliability.png", before
+        )
+        coverage = analysis.accuracy_coverage(probabilities, labels)
+        points = [analysis.threshold_for(probabilities, labels, t) for t in TARGETS]
+        operating = [p for p in points if p is not None]
+        numbers["coverage"] = coverage.to_dict()
+        numbers["operating_points"] = [asdict(p) for p in operating]
+        drawn["coverage"] = figures.plot_coverage(coverage, operating, folder / "coverage.png")
         if images is not None:
             pictures, chosen = _galleries(folder, probabilities, labels, images, names, pairs)
             drawn.update(pictures)
@@ -172,6 +192,15 @@ def write_report(
     )
     path = run.write_report(numbers, page)
     return Report(path, drawn, numbers, notes, time.perf_counter() - start)
+
+
+def _saved_metrics(run: Run) -> dict[str, Any]:
+    from cnnkit.errors import RunError
+
+    try:
+        return run.metrics()
+    except RunError:
+        return {}
 
 
 def _galleries(

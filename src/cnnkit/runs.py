@@ -5,12 +5,15 @@ writer are here, and every write is atomic (:mod:`cnnkit.atomic`)::
       run.json                 status, classes, input shape, dataset, precision, timings
       config.yaml              the resolved config (written first: it makes the folder resumable)
       env.json                 versions, backend, CPU and accelerators
-      model.keras              the model predict/evaluate use (best or last, per train.keep)
+      model.keras              the model predict/evaluate use (best or last, per train.keep;
+                               its last layer the temperature, per train.calibrate)
       checkpoints/state.npz    the training state (its format: cnnkit.checkpoint)
       checkpoints/best.keras   best by train.monitor;  checkpoints/last.keras  the last epoch
       history.csv              one row per epoch
-      metrics.json             test metrics: loss, accuracy, per-class P/R/F1, confusion matrix
-      predictions.npz          the test set's predicted probabilities and labels
+      metrics.json             test metrics: loss, accuracy, per-class P/R/F1, confusion matrix,
+                               calibration (ECE, Brier), before and after calibration
+      predictions.npz          the test set's predicted probabilities and labels (and before
+                               calibration, and the held-out images calibrated on)
       classification_report.txt, model_summary.txt, skipped_files.csv
       report.html              the report page, self-contained; report.json its numbers
       figures/*.png            every picture of the report
@@ -180,7 +183,9 @@ class Run:
     # -- test results -----------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        """metrics.json: ``{"test": scores, "kept": "best" | "last"}``."""
+        """metrics.json: ``{"test": scores, "kept": "best" | "last"}``, and for a calibrated
+        run ``"uncalibrated"`` (the same scores of the network's own probabilities) and
+        ``"calibration"`` (the temperature and what it was fitted on)."""
         if not self.file(METRICS_FILE).is_file():
             raise RunError(f"run {self.path} has no {METRICS_FILE}; it did not finish evaluating")
         value = self._json(METRICS_FILE, "the run is damaged")
@@ -188,25 +193,59 @@ class Run:
             raise RunError(f"{self.file(METRICS_FILE)} is unreadable; the run is damaged")
         return value
 
-    def write_metrics(self, scores: dict[str, Any], kept: str) -> None:
-        write_json(self.file(METRICS_FILE), {"test": scores, "kept": kept})
+    def write_metrics(
+        self,
+        scores: dict[str, Any],
+        kept: str,
+        uncalibrated: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"test": scores, "kept": kept}
+        if uncalibrated is not None:
+            values.update(uncalibrated=uncalibrated, calibration=calibration)
+        write_json(self.file(METRICS_FILE), values)
 
     def predictions(self) -> tuple[Any, Any] | None:
         """The saved test probabilities (float64) and labels (int64), or None."""
+        arrays = self.prediction_arrays()
+        if "probabilities" not in arrays or "labels" not in arrays:
+            return None
+        return arrays["probabilities"], arrays["labels"]
+
+    def prediction_arrays(self) -> dict[str, Any]:
+        """Every array of predictions.npz (probabilities as float64, labels as int64): the test
+        set's ``probabilities`` and ``labels``; for a calibrated run also ``uncalibrated`` (the
+        network's own test probabilities) and ``held_out_probabilities``/``held_out_labels``
+        (the images the temperature was fitted on, uncalibrated). Empty when there is none."""
         import numpy as np
 
         path = self.file(PREDICTIONS_FILE)
         if not path.is_file():
-            return None
+            return {}
         with np.load(path, allow_pickle=False) as saved:
-            return saved["probabilities"].astype(np.float64), saved["labels"].astype(np.int64)
+            return {
+                name: saved[name].astype(np.int64 if "labels" in name else np.float64)
+                for name in saved.files
+            }
 
-    def write_predictions(self, probabilities: Any, labels: Any) -> None:
+    def write_predictions(
+        self,
+        probabilities: Any,
+        labels: Any,
+        uncalibrated: Any = None,
+        held_out: tuple[Any, Any] | None = None,
+    ) -> None:
         import numpy as np
 
+        arrays = {"probabilities": np.asarray(probabilities, np.float32),
+                  "labels": np.asarray(labels, np.int32)}  # fmt: skip
+        if uncalibrated is not None:
+            arrays["uncalibrated"] = np.asarray(uncalibrated, np.float32)
+        if held_out is not None:
+            arrays["held_out_probabilities"] = np.asarray(held_out[0], np.float32)
+            arrays["held_out_labels"] = np.asarray(held_out[1], np.int32)
         with atomic_write(self.file(PREDICTIONS_FILE)) as f:
-            np.savez(f, probabilities=np.asarray(probabilities, np.float32),
-                     labels=np.asarray(labels, np.int32))  # fmt: skip
+            np.savez(f, **arrays)
 
     def write_classification_report(self, text: str) -> None:
         write_text(self.file(CLASSIFICATION_REPORT_FILE), text)

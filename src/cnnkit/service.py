@@ -50,7 +50,7 @@ from cnnkit.data.images import (  # noqa: E402
 )
 from cnnkit.errors import CnnkitError, ImageError  # noqa: E402
 from cnnkit.metrics import predict_probabilities  # noqa: E402
-from cnnkit.predictor import Predictor  # noqa: E402
+from cnnkit.predictor import Predictor, answer  # noqa: E402
 from cnnkit.runs import Run  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,7 @@ async def model_info(request: Request) -> dict[str, Any]:
         "input_shape": list(service.shape),
         "dataset": service.meta.get("dataset"),
         "test_accuracy": service.meta.get("test_accuracy"),
+        "calibration": service.meta.get("calibration"),
         "engine": service.predictor.engine,
         "tta": service.tta,
         "limits": asdict(service.limits),
@@ -335,6 +336,13 @@ async def predict(
     request: Request,
     top_k: int = Query(3, ge=1, description="classes per image (at most the run's classes)"),
     explain: bool = Query(False, description="add a Grad-CAM heatmap for the top class"),
+    min_confidence: float = Query(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description='answer "unsure" (class null, unsure true) where the top class\'s '
+        "calibrated probability is below this",
+    ),
 ) -> JSONResponse:
     start = time.perf_counter()
     service = _service(request)
@@ -369,14 +377,14 @@ async def predict(
         probabilities = await asyncio.wait_for(service.batcher.submit(images), limits.timeout)
     except TimeoutError:
         raise BadRequest(503, f"not answered within {limits.timeout:g} s; try again") from None
-    answers = []
-    for (name, _), p in zip(items, probabilities, strict=True):
-        order = np.argsort(-p)[:top_k]
-        answers.append({"image": name, "top": [{"class": classes[i], "probability": round(float(p[i]), 6)} for i in order]})  # fmt: skip
+    answers = [
+        answer(name, p, classes, top_k, min_confidence).to_dict()
+        for (name, _), p in zip(items, probabilities, strict=True)
+    ]
     if explain:
         heatmaps = await asyncio.to_thread(_heatmaps, predictor, images, probabilities)
-        for answer, heatmap in zip(answers, heatmaps, strict=True):
-            answer["heatmap"] = heatmap
+        for said, heatmap in zip(answers, heatmaps, strict=True):
+            said["heatmap"] = heatmap
     milliseconds = round(1000 * (time.perf_counter() - start), 1)
     # A response made here skips FastAPI's generic encoder: ~1 ms a request under load.
     return JSONResponse({"predictions": answers, "milliseconds": milliseconds})

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cnnkit.calibration import Fitted
 from cnnkit.config import Config
 from cnnkit.distributed import Group
 from cnnkit.errors import ConfigError, RunError, RunStopped, TrainingInterrupted
@@ -55,7 +56,7 @@ def train(
         env.require("tensorboard", "train.tensorboard=true", "tensorboard")
     check_hparams(config.model.name, config.model.params)
     check_weights(config.model.name, config.model.weights)
-    data = load_dataset(config.data, config.seed)
+    data = load_dataset(config.data, config.seed, config.train.calibrate)
     fetch_weights(config.model.name, config.model.weights, data.input_shape, data.num_classes)
     policy = env.resolve_precision(config.train.precision)
     _require_resources(config, data, policy, Path(runs_dir))
@@ -66,7 +67,7 @@ def train(
             shared = json.loads(group.broadcast(json.dumps([config.to_dict(), budget])))
             config, budget = Config.from_dict(shared[0]), shared[1]
         if "train_images" in budget:  # a sample of the training images: drawn as on resume
-            data = load_dataset(config.data, config.seed)
+            data = load_dataset(config.data, config.seed, config.train.calibrate)
     if not group.primary:
         run = Run(Path(group.broadcast("")))
         _run(config, data, run, policy, verbose, False, callbacks, group)
@@ -130,7 +131,7 @@ def resume(
         )
     if new_config.train.tensorboard:
         env.require("tensorboard", "train.tensorboard=true", "tensorboard")
-    data = load_dataset(new_config.data, new_config.seed)
+    data = load_dataset(new_config.data, new_config.seed, new_config.train.calibrate)
     if list(data.class_names) != meta.get("classes"):
         raise ConfigError(f"the data's classes {list(data.class_names)} differ from the run's")
     _require_resources(new_config, data, meta["precision"], run.path)
@@ -206,9 +207,10 @@ def _run(
     keras.mixed_precision.set_global_policy(policy)
     if config.train.deterministic:
         env.enable_determinism()
+    held = f", {len(data.held_out)} calibration" if data.held_out is not None else ""
     log.info(
-        "%s: %d train, %d validation, %d test images %s from %s",
-        data.name, len(data.train), len(data.val) if data.val else 0, len(data.test),
+        "%s: %d train, %d validation%s, %d test images %s from %s",
+        data.name, len(data.train), len(data.val) if data.val else 0, held, len(data.test),
         data.input_shape, data.source,
     )  # fmt: skip
     log.info("model %s, precision %s, backend %s, run %s",
@@ -264,7 +266,8 @@ def _fit_and_evaluate(
 ) -> EvalResult | None:
     from cnnkit import trainer
     from cnnkit.atomic import remove_stale
-    from cnnkit.metrics import classification_report, predict_and_score
+    from cnnkit.calibration import apply_temperature
+    from cnnkit.metrics import classification_report, predict_and_score, score
     from cnnkit.models import create_model
     from cnnkit.reporter import write_report
 
@@ -293,11 +296,25 @@ def _fit_and_evaluate(
         log.info("no validation split, so the last epoch's weights are kept")
 
     model = run.load_model()  # evaluate what was saved, not what is in memory
+    calibrated, held_out = _calibrate(config, data, run, model)
     result, probabilities = predict_and_score(
         model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
     )
-    run.write_predictions(probabilities, data.test.y)
-    run.write_metrics(result.scores(), kept)
+    raw = None
+    if calibrated is not None:  # the saved model's last layer, applied to the same predictions
+        raw, raw_result = probabilities, result
+        probabilities = apply_temperature(raw, calibrated.temperature)
+        result = score(probabilities, data.test, list(data.class_names), raw_result.seconds)
+        log.info(
+            "test NLL %.4f -> %.4f, ECE %.2f %% -> %.2f %%, Brier %.4f -> %.4f (calibrated)",
+            raw_result.loss, result.loss, 100 * raw_result.ece, 100 * result.ece,
+            raw_result.brier, result.brier,
+        )  # fmt: skip
+    run.write_predictions(probabilities, data.test.y, raw, held_out)
+    run.write_metrics(
+        result.scores(), kept, None if raw is None else raw_result.scores(),
+        None if calibrated is None else calibrated.to_dict(),
+    )  # fmt: skip
     run.write_classification_report(classification_report(result))
     speeds = fitted.history.get("train_images_per_second") or [0.0]
     run.update_meta(
@@ -312,12 +329,15 @@ def _fit_and_evaluate(
         eval_seconds=result.seconds,
         test_accuracy=result.accuracy,
         test_loss=result.loss,
+        calibration=None if calibrated is None else calibrated.to_dict(),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
     if not config.report.enabled:
         return result
     try:
-        written = write_report(run, result, probabilities, data.test.y, data.test.x, model)
+        written = write_report(
+            run, result, probabilities, data.test.y, data.test.x, model, uncalibrated=raw
+        )
         log.info("report %s (%.1f s)", written.path, written.seconds)
     except Exception as exc:  # the model and its metrics are saved; the page can be redrawn
         log.warning(
@@ -325,6 +345,43 @@ def _fit_and_evaluate(
             type(exc).__name__, exc, run.path,
         )  # fmt: skip
     return result
+
+
+def _calibrate(
+    config: Config, data: Any, run: Run, model: Any
+) -> tuple[Fitted | None, tuple[Any, Any] | None]:
+    """Fit the temperature on the held-out images (``train.calibrate``) and make it the last
+    layer of the run's model.keras; return it, and the held-out probabilities and labels it was
+    fitted on (before calibration). ``model`` (the network as saved) is left as it is."""
+    import time
+
+    from cnnkit.calibration import calibrate
+    from cnnkit.checkpoint import save_network
+    from cnnkit.metrics import predict_probabilities
+    from cnnkit.models.calibration import with_temperature
+
+    if not config.train.calibrate:
+        return None, None
+    held = data.calibration
+    if held is None:
+        log.warning(
+            "no held-out images to calibrate on (data.val_split and data.calibration_split "
+            "are 0, or the dataset is too small): the probabilities are the network's own"
+        )
+        return None, None
+    start = time.perf_counter()
+    probabilities = predict_probabilities(
+        model, held.x, config.train.eval_batch_size, config.train.tta
+    )
+    source = "validation split" if data.val is not None else "calibration split"
+    fitted = calibrate(probabilities, held.y, source)
+    save_network(with_temperature(model, fitted.temperature), run.model_path)
+    log.info(
+        "calibrated on the %d images of the %s: temperature %.4f, their NLL %.4f -> %.4f (%.1f s)",
+        fitted.images, source, fitted.temperature, fitted.nll_before, fitted.nll_after,
+        time.perf_counter() - start,
+    )  # fmt: skip
+    return fitted, (probabilities, held.y)
 
 
 def evaluate(

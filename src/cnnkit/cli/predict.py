@@ -31,6 +31,14 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--top-k", type=int, default=3, metavar="K", help="classes to show (default 3)"
     )
     parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="answer 'unsure' instead of a class where the most likely class's (calibrated) "
+        "probability is below P, in [0, 1] (the run's report says which P gives which accuracy)",
+    )
+    parser.add_argument(
         "--format",
         choices=("table", "csv", "jsonl", "json"),
         default="table",
@@ -58,8 +66,10 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import CnnkitError, ImageError
-    from cnnkit.predictor import Prediction, Predictor, expand_paths
+    from cnnkit.predictor import Prediction, Predictor, check_min_confidence, expand_paths
 
+    check_min_confidence(args.min_confidence)
+    unsure_column = args.min_confidence > 0  # the answer shown apart from the top classes
     if args.top_k < 1:
         raise CnnkitError("--top-k must be 1 or more")
     if args.batch_size < 1:
@@ -72,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if writer:
         k = min(args.top_k, len(predictor.class_names))
         writer.writerow(
-            ["image", *(f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "probability"))]
-        )
+            ["image", *(["answer"] if unsure_column else []),
+             *(f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "probability"))]
+        )  # fmt: skip
     collected: list[dict[str, Any]] = []
     answered = 0
     start = time.perf_counter()
@@ -84,18 +95,25 @@ def run(args: argparse.Namespace) -> int:
         elif fmt == "jsonl":
             print(json.dumps(p.to_dict()), flush=False)
         elif writer:
-            writer.writerow([p.source, *(v for name, prob in p.top for v in (name, f"{prob:.6f}"))])
+            said = [p.answer or "unsure"] if unsure_column else []
+            writer.writerow(
+                [p.source, *said, *(v for name, prob in p.top for v in (name, f"{prob:.6f}"))]
+            )
         else:
             cells = "  ".join(f"{printable(name)} {prob:.4f}" for name, prob in p.top)
-            print(f"{printable(p.source):<{width}}  {cells}")
+            said = (
+                f"{'unsure' if p.unsure else printable(p.answer or '')}  " if unsure_column else ""
+            )
+            print(f"{printable(p.source):<{width}}  {said}{cells}")
 
     show = args.progress == "on" or (
         args.progress == "auto" and sys.stderr.isatty() and len(files) > 64
     )
     with _progress(show, len(files)) as advance:
         for answer in predictor.predict_iter(
-            files, top_k=args.top_k, chunk=max(args.batch_size, 64)
-        ):
+            files, top_k=args.top_k, chunk=max(args.batch_size, 64),
+            min_confidence=args.min_confidence,
+        ):  # fmt: skip
             if isinstance(answer, ImageError):
                 errors.append(answer)
             else:

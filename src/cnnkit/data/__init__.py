@@ -6,13 +6,14 @@ the validation split (unless the source has its own), every step seeded by the r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from cnnkit.config import DataConfig, did_you_mean
 from cnnkit.data.base import Dataset, Source, Split, stratified_split, stratified_subset
 from cnnkit.errors import ConfigError
 
-__all__ = ["Dataset", "Source", "Split", "list_datasets", "load_dataset"]
+__all__ = ["Dataset", "Source", "Split", "held_out_share", "list_datasets", "load_dataset"]
 
 
 def _cifar10(cfg: DataConfig) -> Source:
@@ -73,8 +74,13 @@ def list_datasets() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
-    """Read ``cfg.name`` and split it: subsets and validation split are stratified and seeded."""
+def load_dataset(cfg: DataConfig, seed: int, calibrate: bool = False) -> Dataset:
+    """Read ``cfg.name`` and split it: subsets and validation split are stratified and seeded.
+
+    ``calibrate`` (a training run's ``train.calibrate``): where there is no validation split,
+    hold out ``cfg.calibration_split`` of the training images to calibrate on (as
+    ``Dataset.held_out``; :attr:`Dataset.calibration` is the split to calibrate on either way).
+    """
     if cfg.name not in _SOURCES:
         raise ConfigError(
             f"unknown dataset data.name={cfg.name!r}{did_you_mean(cfg.name, _SOURCES)}"
@@ -98,9 +104,26 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     test = stratified_subset(test, cfg.test_subset, seed)
     if val is None:
         train, val = stratified_split(train, cfg.val_split, seed)
+    held_out = None
+    if calibrate and val is None and cfg.calibration_split > 0:
+        # At least one image of each class (sklearn's stratification needs it), when the rest
+        # keeps at least that many too; a dataset too small for both stays whole.
+        classes = len(src.class_names)
+        count = max(math.ceil(cfg.calibration_split * len(train)), classes)
+        if len(train) - count >= classes:
+            train, held_out = stratified_split(train, count, seed, "calibration")
     return Dataset(
-        cfg.name, src.class_names, train, val, test, src.location, src.skipped, src.notes
-    )
+        cfg.name, src.class_names, train, val, test, src.location, src.skipped, src.notes,
+        held_out,
+    )  # fmt: skip
+
+
+def held_out_share(cfg: DataConfig, calibrate: bool) -> float:
+    """The share of the training images :func:`load_dataset` holds out (validation, or else
+    calibration), for plans made before it splits (``train.budget``)."""
+    if cfg.val_split > 0:
+        return cfg.val_split
+    return cfg.calibration_split if calibrate else 0.0
 
 
 def _resized(split: Split | None, size: int) -> Split | None:

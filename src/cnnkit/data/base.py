@@ -78,7 +78,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled dataset split three ways; ``val`` is None when no validation split is asked for."""
+    """A labelled dataset split three ways (four with a calibration split); ``val`` is None when
+    no validation split is asked for."""
 
     name: str
     class_names: tuple[str, ...]
@@ -88,6 +89,14 @@ class Dataset:
     source: str  # where the images were read from, for the run record
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of files left out
     notes: dict[str, Any] = field(default_factory=dict)  # source-specific facts for the record
+    # Training images held out to calibrate on where there is no validation split.
+    held_out: Split | None = None
+
+    @property
+    def calibration(self) -> Split | None:
+        """The held-out images to calibrate the probabilities on: the validation split, or
+        else the calibration split (None: neither)."""
+        return self.val if self.val is not None else self.held_out
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -106,6 +115,7 @@ class Dataset:
             "input_shape": list(self.input_shape),
             "train": len(self.train),
             "val": len(self.val) if self.val is not None else 0,
+            **({"calibration": len(self.held_out)} if self.held_out is not None else {}),
             "test": len(self.test),
             "skipped_files": len(self.skipped),
             **self.notes,
@@ -135,9 +145,10 @@ def stratified_subset(split: Split, size: int, seed: int) -> Split:
 
 
 def stratified_split(
-    split: Split, fraction: float, seed: int, purpose: str = "validation"
+    split: Split, fraction: float | int, seed: int, purpose: str = "validation"
 ) -> tuple[Split, Split | None]:
-    """Hold out ``fraction`` of ``split``, stratified by label: returns (rest, held_out)."""
+    """Hold out ``fraction`` of ``split`` (an int: that many images), stratified by label:
+    returns (rest, held_out)."""
     if fraction <= 0:
         return split, None
     from sklearn.model_selection import train_test_split
@@ -147,5 +158,6 @@ def stratified_split(
             np.arange(len(split)), test_size=fraction, stratify=split.y, random_state=seed
         )
     except ValueError as exc:  # too few images per class for the fraction asked
-        raise DataError(f"cannot hold out {fraction:.0%} for {purpose}: {exc}") from None
+        share = f"{fraction} images" if isinstance(fraction, int) else f"{fraction:.0%}"
+        raise DataError(f"cannot hold out {share} for {purpose}: {exc}") from None
     return split.take(np.sort(keep)), split.take(np.sort(held))

@@ -25,7 +25,8 @@ def register_model(factory: Factory) -> Factory:
 
 
 def _load_builtin() -> None:
-    from cnnkit.models import fast_cnn, seed_cnn, transfer  # noqa: F401  (they register themselves)
+    # They register themselves (calibration: the saved models' last layer, for loading them).
+    from cnnkit.models import calibration, fast_cnn, seed_cnn, transfer  # noqa: F401
 
 
 def list_models() -> list[str]:
