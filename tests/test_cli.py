@@ -96,7 +96,7 @@ def test_train_leaves_a_complete_run_folder(digits_run: Path) -> None:
         *(f"figures/{name}.png" for name in (
             "accuracy", "loss", "per_class", "confusion_matrix", "confusion_matrix_normalized",
             "confused_pairs", "most_confident_mistakes", "random_predictions", "reliability",
-            "gradcam",
+            "coverage", "gradcam",
         )),
     }  # fmt: skip
     present = {str(p.relative_to(digits_run)) for p in digits_run.rglob("*") if p.is_file()}

@@ -46,6 +46,12 @@ def test_export_agrees_with_keras(
     assert target == Run(run_copy).export_path(fmt) and target.exists()
     record = json.loads((run_copy / "export" / f"{fmt}.json").read_text())
     parity = record["parity"]
+    # The model exported is the calibrated one: its last layer the run's temperature, whose
+    # probabilities the export must give (checked against Keras's on every test digit).
+    from cnnkit.models.calibration import calibration_of
+
+    fitted = Run(run_copy).meta()["calibration"]
+    assert calibration_of(Run(run_copy).load_model()) == (fitted["scale"], fitted["bias"])
     # All 360 test digits, against Keras in float32 (the exported precision).
     assert parity["images"] == 360 and parity["source"] == "test split" and parity["passed"]
     assert parity["max_abs_difference"] <= 1e-4 and parity["top1_agreement_float32"] == 1.0

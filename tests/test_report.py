@@ -190,7 +190,7 @@ def test_report_pictures_and_page(tmp_path: Path, classes: int) -> None:
     run, result, probabilities, split = _fake_run(folder, classes, n=600)
     written = write_report(run, result, probabilities, split.y, split.x, _tiny_cnn(classes))
     expected = {"accuracy", "loss", "per_class", "confusion", "confusion_normalized", "pairs",
-                "wrong", "sample", "reliability", "gradcam"}  # fmt: skip
+                "wrong", "sample", "reliability", "coverage", "gradcam"}  # fmt: skip
     assert set(written.figures) == expected, written.notes
     for path in written.figures.values():
         assert path.parent == folder / "figures"
@@ -253,7 +253,7 @@ def test_report_verb_redraws_a_run(digits_run: Path, tmp_path: Path) -> None:
         run.file(name).unlink()
     result = run_cli("report", str(run.path))  # the verb as a real process
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("s)") and "10 figures" in result.stdout
+    assert result.stdout.strip().endswith("s)") and "11 figures" in result.stdout
     # No predictions saved: made again with the run's model, and equal to those of training.
     again = run.predictions()
     assert again is not None
@@ -263,9 +263,9 @@ def test_report_verb_redraws_a_run(digits_run: Path, tmp_path: Path) -> None:
     numbers = run.report_numbers()
     assert math.isclose(numbers["calibration"]["ece"], metrics["ece"], abs_tol=1e-6)
     assert numbers["gradcam"]["layer"] == "conv3_2"  # the tutorial CNN's last convolution
-    assert len(list(run.figures.glob("*.png"))) == 10
+    assert len(list(run.figures.glob("*.png"))) == 11
     page = open_page(run.report_path, screenshot="report-digits.png")
-    assert page.problems == [] and page.images == 10
+    assert page.problems == [] and page.images == 11
     bad = cli("report", str(run.path), "train.epochs=3")
     assert bad.returncode == 2 and "data.* overrides only" in bad.stderr
     missing = cli("report", str(tmp_path / "nowhere"))

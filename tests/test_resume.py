@@ -82,6 +82,9 @@ def _same_as(reference: Path, run: Path) -> None:
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-6, atol=1e-7)
     for a, b in zip(_weights(reference), _weights(run), strict=True):
         assert np.array_equal(a, b)
+    # The temperature fitted after training is the uninterrupted run's, bit for bit.
+    calibration = meta["calibration"]
+    assert calibration is not None and calibration == _meta(reference)["calibration"]
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +341,11 @@ def test_fast_recipe_resumes_exactly(runs: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     for a, b in zip(_weights(reference), _weights(run), strict=True):
         assert np.array_equal(a, b)
+    # Calibrated on the fast recipe's seeded calibration split (it has no validation split), to
+    # the same temperature; metrics.json holds it, and the scores before and after it.
+    calibration = Run(run).meta()["calibration"]
+    assert calibration["source"] == "calibration split" and calibration["images"] == 20  # 5 %
+    assert calibration == Run(reference).meta()["calibration"]
     assert (
         Run(run).file(METRICS_FILE).read_bytes() == Run(reference).file(METRICS_FILE).read_bytes()
     )

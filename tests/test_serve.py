@@ -102,6 +102,15 @@ def test_service_answers_and_describes_itself(server: tuple[int, object], digits
         assert len(top) == 2 and top[0]["probability"] >= top[1]["probability"]
         right += int(top[0]["class"]) == label
     assert right >= 34  # 85 % of 40 (the run: ~96 % on the test digits)
+    assert info["calibration"]["temperature"] > 0  # the run's temperature, in the model
+    # min_confidence: "unsure" (class null) below it, the top class at or above it.
+    for sure in (0.0, 0.5, 0.9):
+        status, answer = _request(port, "POST", f"/predict?min_confidence={sure}",
+                                  _png(images[0]), {"Content-Type": "image/png"})  # fmt: skip
+        said = answer["predictions"][0]
+        top = said["top"][0]
+        assert status == 200 and said["unsure"] == (top["probability"] < sure), answer
+        assert said["class"] == (None if said["unsure"] else top["class"])
 
     body, headers = _multipart(
         [("file", "a.png", _png(images[0])), ("file", "b.png", _png(images[1], 64, "L"))]
@@ -146,9 +155,12 @@ def test_each_bad_request_is_a_4xx_json_error(
     for name, (body, headers, expected) in cases.items():
         status, answer = _request(port, "POST", "/predict", body, headers)
         assert status == expected and isinstance(answer.get("error"), str), (name, status, answer)
-    for path, expected in (("/predict?top_k=0", 422), ("/predict?top_k=x", 422)):
+    for path, expected in (("/predict?top_k=0", 422), ("/predict?top_k=x", 422),
+                           ("/predict?min_confidence=1.5", 422),
+                           ("/predict?min_confidence=-0.1", 422)):  # fmt: skip
         status, answer = _request(port, "POST", path, good, {"Content-Type": "image/png"})
-        assert status == expected and "top_k" in answer["error"], answer
+        key = path.split("?")[1].split("=")[0]
+        assert status == expected and key in answer["error"], answer
     assert _request(port, "GET", "/predict")[0] == 405
     # A multipart body sent in chunks (no Content-Length) is stopped at the limit as it comes.
     boundary = "b0undary"

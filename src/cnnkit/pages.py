@@ -186,21 +186,42 @@ def report_page(
 def _calibration_text(
     fitted: dict[str, Any] | None, numbers: dict[str, Any], result: EvalResult
 ) -> str:
-    """What the temperature is, where it came from, and the numbers before and after it."""
+    """What the calibration is, where it came from, and the numbers before and after it."""
+    from cnnkit.calibration import FOLDS
+
     if not fitted:
         return (
             "<p>The probabilities are the network's own (not calibrated: train.calibrate=false, "
             "or no held-out images to calibrate on).</p>"
         )
+    where = (
+        f"fitted by minimising the negative log-likelihood on the {fitted['images']:,} images "
+        f"of the {html.escape(str(fitted['source']))}, which training never fitted (there: "
+        f"{fitted['nll_before']:.4f} before, {fitted['nll_after']:.4f} after)"
+    )
+    t = fitted["temperature"]
+    if fitted.get("method", "temperature") == "temperature":
+        how = (
+            f"the logits are divided by the temperature <b>T = {t:.4f}</b> (the saved model's "
+            f"last layer), {where}. T {'below' if t < 1 else 'above'} 1 makes the model "
+            f"{'surer' if t < 1 else 'less sure'}; no prediction changes."
+        )
+    else:
+        how = (
+            f"each class's logit is scaled and shifted (vector scaling, the saved model's last "
+            f"layer), {where}. It was kept because it beat a single temperature (T = {t:.4f}) "
+            f"on held-out folds of those images; unlike a temperature it can change "
+            f"predictions (accuracy before and after below)."
+        )
+    folds = fitted.get("folds")
+    if folds:
+        how += (
+            f" Negative log-likelihood on held-out folds ({FOLDS}-fold): temperature "
+            f"{folds['temperature']:.4f}, vector scaling {folds['vector']:.4f}."
+        )
     text = (
-        f"<p>The probabilities in this report, and those <code>predict</code>, "
-        f"<code>serve</code> and <code>export</code> give, are calibrated: the logits are "
-        f"divided by the temperature <b>T = {fitted['temperature']:.4f}</b> (the saved model's "
-        f"last layer), fitted by minimising the negative log-likelihood on the "
-        f"{fitted['images']:,} images of the {html.escape(fitted['source'])}, which training "
-        f"never fitted (there: {fitted['nll_before']:.4f} before, {fitted['nll_after']:.4f} "
-        f"after). T {'below' if fitted['temperature'] < 1 else 'above'} 1 makes the model "
-        f"{'surer' if fitted['temperature'] < 1 else 'less sure'}; no prediction changes.</p>"
+        "<p>The probabilities in this report, and those <code>predict</code>, <code>serve</code> "
+        f"and <code>export</code> give, are calibrated: {how}</p>"
     )
     before = numbers.get("uncalibrated")
     if before:

@@ -53,17 +53,22 @@ def answer(
     return Prediction(source, top, unsure=top[0][1] < min_confidence)
 
 
-def check_min_confidence(value: float) -> float:
-    """``value`` as a probability threshold, or a CnnkitError saying what is allowed."""
+def check_min_confidence(value: float | str) -> float:
+    """``value`` (a number, or its text) as a probability threshold, or a CnnkitError saying
+    what is allowed."""
     import math
 
     from cnnkit.errors import CnnkitError
 
-    if not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or math.isnan(number) or not 0.0 <= number <= 1.0:
         raise CnnkitError(
             f"--min-confidence must be a probability between 0 and 1 (e.g. 0.9), got {value}"
         )
-    return float(value)
+    return number
 
 
 class Predictor:

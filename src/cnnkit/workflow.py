@@ -266,7 +266,6 @@ def _fit_and_evaluate(
 ) -> EvalResult | None:
     from cnnkit import trainer
     from cnnkit.atomic import remove_stale
-    from cnnkit.calibration import apply_temperature
     from cnnkit.metrics import classification_report, predict_and_score, score
     from cnnkit.models import create_model
     from cnnkit.reporter import write_report
@@ -296,6 +295,9 @@ def _fit_and_evaluate(
         log.info("no validation split, so the last epoch's weights are kept")
 
     model = run.load_model()  # evaluate what was saved, not what is in memory
+    # The network as saved; the calibration is then fitted, and model.keras gets it as its last
+    # layer, whose formula is applied below to the same test predictions (equal to the saved
+    # model's, tests/test_calibration.py).
     calibrated, held_out = _calibrate(config, data, run, model)
     result, probabilities = predict_and_score(
         model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
@@ -303,7 +305,7 @@ def _fit_and_evaluate(
     raw = None
     if calibrated is not None:  # the saved model's last layer, applied to the same predictions
         raw, raw_result = probabilities, result
-        probabilities = apply_temperature(raw, calibrated.temperature)
+        probabilities = calibrated.apply(raw)
         result = score(probabilities, data.test, list(data.class_names), raw_result.seconds)
         log.info(
             "test NLL %.4f -> %.4f, ECE %.2f %% -> %.2f %%, Brier %.4f -> %.4f (calibrated)",
@@ -350,15 +352,16 @@ def _fit_and_evaluate(
 def _calibrate(
     config: Config, data: Any, run: Run, model: Any
 ) -> tuple[Fitted | None, tuple[Any, Any] | None]:
-    """Fit the temperature on the held-out images (``train.calibrate``) and make it the last
-    layer of the run's model.keras; return it, and the held-out probabilities and labels it was
-    fitted on (before calibration). ``model`` (the network as saved) is left as it is."""
+    """Fit the calibration on the held-out images (``train.calibrate``; a temperature, or
+    vector scaling where it does better, :func:`cnnkit.calibration.calibrate`) and make it the
+    last layer of the run's model.keras; return it, and the held-out probabilities and labels it
+    was fitted on (before calibration). ``model`` (the network as saved) is left as it is."""
     import time
 
     from cnnkit.calibration import calibrate
     from cnnkit.checkpoint import save_network
     from cnnkit.metrics import predict_probabilities
-    from cnnkit.models.calibration import with_temperature
+    from cnnkit.models.calibration import with_calibration
 
     if not config.train.calibrate:
         return None, None
@@ -375,11 +378,12 @@ def _calibrate(
     )
     source = "validation split" if data.val is not None else "calibration split"
     fitted = calibrate(probabilities, held.y, source)
-    save_network(with_temperature(model, fitted.temperature), run.model_path)
+    save_network(with_calibration(model, fitted.scale, fitted.bias), run.model_path)
+    how = "vector scaling" if fitted.method == "vector" else "temperature"
     log.info(
-        "calibrated on the %d images of the %s: temperature %.4f, their NLL %.4f -> %.4f (%.1f s)",
-        fitted.images, source, fitted.temperature, fitted.nll_before, fitted.nll_after,
-        time.perf_counter() - start,
+        "calibrated on the %d images of the %s: %s (temperature %.4f), their NLL %.4f -> %.4f "
+        "(%.1f s)", fitted.images, source, how, fitted.temperature, fitted.nll_before,
+        fitted.nll_after, time.perf_counter() - start,
     )  # fmt: skip
     return fitted, (probabilities, held.y)
 

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.images_per_second:.0f} images/s)"
     )
     print(f"calibration    {result.ece:.4f}  (expected calibration error, 15 bins)")
+    print(f"Brier score    {result.brier:.4f}")
     print()
     print(classification_report(result))
     return 0

@@ -32,8 +32,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-confidence",
-        type=float,
-        default=0.0,
+        default="0",  # read by check_min_confidence: a bad value is then one line
         metavar="P",
         help="answer 'unsure' instead of a class where the most likely class's (calibrated) "
         "probability is below P, in [0, 1] (the run's report says which P gives which accuracy)",
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import CnnkitError, ImageError
     from cnnkit.predictor import Prediction, Predictor, check_min_confidence, expand_paths
 
-    check_min_confidence(args.min_confidence)
+    args.min_confidence = check_min_confidence(args.min_confidence)
     unsure_column = args.min_confidence > 0  # the answer shown apart from the top classes
     if args.top_k < 1:
         raise CnnkitError("--top-k must be 1 or more")
