@@ -50,7 +50,7 @@ def test_report_and_compare_from_the_api(digits_run: Path, tmp_path: Path) -> No
     run = Run(tmp_path / "digits")
     shutil.copytree(digits_run, run.path)
     written = cnnkit.report(run)
-    assert written.path == run.report_path and len(written.figures) == 10
+    assert written.path == run.report_path and len(written.figures) == 11
     comparison = cnnkit.compare([digits_run, run.path], out=tmp_path / "cmp")
     assert comparison.folder == tmp_path / "cmp"
     # Runs of the same name are told apart by their folder.

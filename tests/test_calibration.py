@@ -61,7 +61,7 @@ def test_the_fit_recovers_a_known_temperature(temperature: float) -> None:
 
 
 def test_temperature_keeps_every_prediction() -> None:
-    model, labels, _ = _known(0.5, n=2000)
+    model, _, _ = _known(0.5, n=2000)
     for t in (0.1, 0.7, 3.0, 50.0):
         calibrated = apply_temperature(model, t)
         assert np.array_equal(calibrated.argmax(axis=1), model.argmax(axis=1))

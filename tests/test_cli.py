@@ -248,5 +248,7 @@ def test_cifar_archive_in_the_official_format_trains(tmp_path: Path) -> None:
     run = last_line(result)
     assert run.name == "fast"  # the default preset
     meta = Run(run).meta()
-    assert meta["dataset"]["train"] == 150 and meta["dataset"]["test"] == 30  # fast: no val split
+    # fast: no validation split, so 5 % (here the minimum, one image a class) calibrates.
+    assert meta["dataset"]["test"] == 30 and meta["dataset"]["val"] == 0
+    assert meta["dataset"]["train"] == 140 and meta["dataset"]["calibration"] == 10
     assert meta["model"] == "fast_cnn"

@@ -192,6 +192,8 @@ def test_each_bad_request_is_a_4xx_json_error(
 @pytest.mark.slow
 def test_fuzzed_requests_never_break_the_server(server: tuple[int, object], digits: tuple) -> None:
     port, process = server
+    images, _ = digits
+    before = _request(port, "POST", "/predict", _png(images[5]), {"Content-Type": "image/png"})
     rng = np.random.default_rng(0)
     seeds = [_png(digits[0][i], size) for i, size in enumerate((8, 32, 64))]
     jpeg = io.BytesIO()
@@ -216,11 +218,11 @@ def test_fuzzed_requests_never_break_the_server(server: tuple[int, object], digi
         assert status < 500, (i, status, answer)
     assert process.poll() is None
     assert statuses.get(200, 0) > 0 and sum(v for k, v in statuses.items() if 400 <= k < 500) > 0
-    images, labels = digits
+    # Still answering as before the fuzzing (the run is ~96 % right, so not every digit).
     status, answer = _request(
         port, "POST", "/predict", _png(images[5]), {"Content-Type": "image/png"}
     )
-    assert status == 200 and answer["predictions"][0]["top"][0]["class"] == str(labels[5])
+    assert status == 200 and answer["predictions"] == before[1]["predictions"]
 
 
 @pytest.mark.slow

@@ -189,8 +189,8 @@ def _reliability_panel(ax: Any, below: Any, calibration: analysis.Calibration, l
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    prefix = f"{label.capitalize()}: " if label else "Reliability "
-    ax.set_title(f"{prefix}(expected calibration error {calibration.ece:.2%})")
+    prefix = label[:1].upper() + label[1:] if label else "Reliability"
+    ax.set_title(f"{prefix} (expected calibration error {calibration.ece:.2%})")
     ax.legend(fontsize=9, loc="upper left")
     ax.grid(alpha=0.3)
     below.bar(centers, calibration.count, width=width * 0.95, color="tab:grey")
@@ -210,9 +210,11 @@ def plot_coverage(
             color="tab:blue", lw=2)  # fmt: skip
     for point in points:
         ax.plot(point.coverage * 100, point.accuracy * 100, "o", color="tab:red")
+        # Labels below-left of their points: the curve falls to the right, so they stay clear.
         ax.annotate(f"confidence \u2265 {point.threshold:.2f}: {point.accuracy:.1%} on "
                     f"{point.coverage:.0%}", (point.coverage * 100, point.accuracy * 100),
-                    textcoords="offset points", xytext=(-8, -14), ha="right", fontsize=9)  # fmt: skip
+                    textcoords="offset points", xytext=(-10, -4), ha="right", va="top",
+                    fontsize=9)  # fmt: skip
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of test images answered, most confident first (%)")
     ax.set_ylabel("accuracy on them (%)")

@@ -308,7 +308,8 @@ def _fit_and_evaluate(
         probabilities = calibrated.apply(raw)
         result = score(probabilities, data.test, list(data.class_names), raw_result.seconds)
         log.info(
-            "test NLL %.4f -> %.4f, ECE %.2f %% -> %.2f %%, Brier %.4f -> %.4f (calibrated)",
+            "calibrated, on the test set: accuracy %.4f -> %.4f, NLL %.4f -> %.4f, "
+            "ECE %.2f %% -> %.2f %%, Brier %.4f -> %.4f", raw_result.accuracy, result.accuracy,
             raw_result.loss, result.loss, 100 * raw_result.ece, 100 * result.ece,
             raw_result.brier, result.brier,
         )  # fmt: skip
@@ -379,11 +380,14 @@ def _calibrate(
     source = "validation split" if data.val is not None else "calibration split"
     fitted = calibrate(probabilities, held.y, source)
     save_network(with_calibration(model, fitted.scale, fitted.bias), run.model_path)
-    how = "vector scaling" if fitted.method == "vector" else "temperature"
+    how = (
+        f"vector scaling (it beat the temperature {fitted.temperature:.4f} on held-out folds)"
+        if fitted.method == "vector" else f"temperature {fitted.temperature:.4f}"
+    )  # fmt: skip
     log.info(
-        "calibrated on the %d images of the %s: %s (temperature %.4f), their NLL %.4f -> %.4f "
-        "(%.1f s)", fitted.images, source, how, fitted.temperature, fitted.nll_before,
-        fitted.nll_after, time.perf_counter() - start,
+        "calibrated on the %d images of the %s: %s; their NLL %.4f -> %.4f (%.1f s)",
+        fitted.images, source, how, fitted.nll_before, fitted.nll_after,
+        time.perf_counter() - start,
     )  # fmt: skip
     return fitted, (probabilities, held.y)
 

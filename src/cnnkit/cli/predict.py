@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     files, errors = expand_paths(args.images)
     predictor = Predictor(args.run, batch_size=args.batch_size, engine=args.engine)
     width = max((len(printable(p)) for p in files), default=0)
+    said_width = max(len("unsure"), *(len(printable(c)) for c in predictor.class_names))
     writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if writer:
         k = min(args.top_k, len(predictor.class_names))
@@ -100,9 +101,8 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             cells = "  ".join(f"{printable(name)} {prob:.4f}" for name, prob in p.top)
-            said = (
-                f"{'unsure' if p.unsure else printable(p.answer or '')}  " if unsure_column else ""
-            )
+            shown = "unsure" if p.unsure else printable(p.answer or "")
+            said = f"{shown:<{said_width}}  " if unsure_column else ""
             print(f"{printable(p.source):<{width}}  {said}{cells}")
 
     show = args.progress == "on" or (

@@ -46,8 +46,10 @@ class Calibration(keras.layers.Layer):  # type: ignore[misc]
 
 def with_calibration(net: Any, scale: Sequence[float], bias: Sequence[float]) -> Any:
     """``net`` (a network of probabilities) with the calibration as its last layer."""
-    outputs = Calibration(scale, bias, name=LAYER_NAME)(net.outputs[0])
-    return keras.Model(net.inputs, outputs, name=net.name)
+    outputs = Calibration(scale, bias, name=LAYER_NAME)(net.output)
+    # net.input, not net.inputs: a single input stays a tensor rather than a list of one (what
+    # an exported SavedModel's signature would otherwise ask for).
+    return keras.Model(net.input, outputs, name=net.name)
 
 
 def calibration_of(model: Any) -> tuple[list[float], list[float]] | None:
