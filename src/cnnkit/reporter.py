@@ -71,8 +71,8 @@ def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Report:
             f"test images not shown: the run's data could not be read ({exc}); "
             f"give its place with data.path=... to include them"
         )
-    saved = run.predictions()
-    probabilities, labels = saved if saved is not None else (None, None)
+    saved = run.prediction_arrays()  # read once: the test set's, and the network's own
+    probabilities, labels = saved.get("probabilities"), saved.get("labels")
     if test is not None and labels is not None and not np.array_equal(labels, test.y):
         notes.append(
             "test images not shown: the data read now is not the test set the run was "
@@ -90,7 +90,7 @@ def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Report:
             run.write_predictions(probabilities, labels)
     return write_report(
         run, result, probabilities, labels, None if test is None else test.x, model, notes,
-        run.prediction_arrays().get("uncalibrated"),
+        saved.get("uncalibrated"),
     )  # fmt: skip
 
 

@@ -295,15 +295,15 @@ def _fit_and_evaluate(
         log.info("no validation split, so the last epoch's weights are kept")
 
     model = run.load_model()  # evaluate what was saved, not what is in memory
-    # The network as saved; the calibration is then fitted, and model.keras gets it as its last
-    # layer, whose formula is applied below to the same test predictions (equal to the saved
-    # model's, tests/test_calibration.py).
+    # The network as saved; _calibrate gives model.keras the calibration as its last layer.
     calibrated, held_out = _calibrate(config, data, run, model)
+    record = None if calibrated is None else calibrated.to_dict()
     result, probabilities = predict_and_score(
         model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
     )
     raw = None
-    if calibrated is not None:  # the saved model's last layer, applied to the same predictions
+    if calibrated is not None:  # that layer's formula on the same predictions (equal to the
+        # saved model's: tests/test_calibration.py)
         raw, raw_result = probabilities, result
         probabilities = calibrated.apply(raw)
         result = score(probabilities, data.test, list(data.class_names), raw_result.seconds)
@@ -314,10 +314,7 @@ def _fit_and_evaluate(
             raw_result.brier, result.brier,
         )  # fmt: skip
     run.write_predictions(probabilities, data.test.y, raw, held_out)
-    run.write_metrics(
-        result.scores(), kept, None if raw is None else raw_result.scores(),
-        None if calibrated is None else calibrated.to_dict(),
-    )  # fmt: skip
+    run.write_metrics(result.scores(), kept, None if raw is None else raw_result.scores(), record)
     run.write_classification_report(classification_report(result))
     speeds = fitted.history.get("train_images_per_second") or [0.0]
     run.update_meta(
@@ -332,7 +329,7 @@ def _fit_and_evaluate(
         eval_seconds=result.seconds,
         test_accuracy=result.accuracy,
         test_loss=result.loss,
-        calibration=None if calibrated is None else calibrated.to_dict(),
+        calibration=record,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
     if not config.report.enabled:
