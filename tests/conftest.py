@@ -4,7 +4,7 @@ Two ways to run a verb: :func:`cli` calls the command's own entry point (``cnnki
 in this process, so that the test pays for TensorFlow's start-up once per session; :func:`run_cli`
 starts a real ``cnnkit`` process, for what only a process shows (start-up, signals, kills, a
 server, what the command prints before Python's own streams exist). Each verb has at least one
-real-process test (test_cli.py).
+real-process test (in test_cli.py or the test file of its module).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import io
 import logging
 import os
 import pickle
+import shutil
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,36 @@ def _float32_policy() -> Iterator[None]:
     if "keras" in sys.modules:
         sys.modules["keras"].mixed_precision.set_global_policy("float32")
     yield
+
+
+# The quick tier (make test-quick, pytest -m "not slow") trains nothing: a test that trains, or
+# uses a fixture that does, is marked slow. Both are enforced: the trained fixtures at collection,
+# and any in-process training while a quick test runs.
+TRAINED_FIXTURES = {"digits_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        trained = TRAINED_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if trained and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {', '.join(sorted(trained))}, which trains: mark it slow "
+                f"(or use untrained_run)"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _quick_tier_trains_nothing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from cnnkit import trainer
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} trains a model: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(trainer, "fit", refuse)
 
 
 def shared_cifar() -> Path | None:
@@ -205,6 +238,32 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return last_line(result)
 
 
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits run folder as ``train`` leaves one (config.yaml, run.json, env.json,
+    model.keras), written by the same writers, holding a network that was never trained: for the
+    quick tier's tests of what the verbs refuse or print, which never look at how good the model
+    is (the quick tier trains nothing)."""
+    from cnnkit import env
+    from cnnkit.config import load_config
+    from cnnkit.data import load_dataset
+    from cnnkit.models import create_model
+    from cnnkit.runs import create_run, now, save_network
+
+    config = load_config("smoke", overrides=["data.name=digits", "augment.flip=false"])
+    data = load_dataset(config.data, config.seed)
+    run = create_run(tmp_path_factory.mktemp("runs"), "untrained")
+    run.write_config(config)
+    run.update_meta(name=run.name, status="complete", created=now(), ended=now(),
+                    dataset=data.summary(), classes=list(data.class_names),
+                    input_shape=list(data.input_shape), model=config.model.name,
+                    precision="float32", backend=env.backend_name(), epochs=0)  # fmt: skip
+    run.write_env(env.describe())
+    net = create_model(config.model.name, data.input_shape, data.num_classes)
+    save_network(net, run.model_path)
+    return run.path
+
+
 @pytest.fixture
 def files_snapshot() -> Callable[[Path], dict[str, bytes]]:
     def snapshot(root: Path) -> dict[str, bytes]:
@@ -240,3 +299,53 @@ def start_server(run: Path, *args: str) -> tuple[int, subprocess.Popen[str]]:
                 process.kill()
                 pytest.fail(f"the server did not start: {process.communicate()[1][-2000:]}")
             time.sleep(0.3)
+
+
+# What a test that needs PostgreSQL's server says where it is missing.
+POSTGRES_MISSING = (
+    "PostgreSQL's server is not installed: apt-get install postgresql "
+    "(make test installs it when run as root)"
+)
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's initdb and pg_ctl, or None where the package is absent."""
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
+            return folder
+    return None
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server of its own on 127.0.0.1 (Debian's package, which `make test`
+    installs) while the block runs; its URL. Skips the test where the package is absent."""
+    binaries = postgres_bin()
+    if binaries is None:
+        pytest.skip(POSTGRES_MISSING)
+    data = Path(tempfile.mkdtemp(prefix="cnnkit-pg-", dir="/tmp"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: as Debian's postgres user
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data / "db"), "-U", "cnnkit",
+                    "--auth=trust"], check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data / "db"), "-o", options,
+                    "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        yield f"postgresql://cnnkit@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data / "db"), "-m",
+                        "immediate", "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """:func:`postgres_server` for the length of one test."""
+    with postgres_server() as url:
+        yield url

@@ -2,7 +2,7 @@
 is fitted on, the numbers and curves of the report, and "unsure" answers below a confidence.
 
 Whole runs are checked where they already train: the shared digits run (predict, serve, export,
-report), tests/test_resume.py (a resumed run's temperature), tests/test_recipe.py (the fast
+report), tests/test_checkpoint.py (a resumed run's temperature), tests/test_budget.py (the fast
 recipe's calibration split)."""
 
 from __future__ import annotations

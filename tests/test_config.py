@@ -116,3 +116,10 @@ def test_config_is_frozen_and_replace_checks_keys() -> None:
     with pytest.raises(ConfigError):
         cfg.replace(**{"train.epoch": 2})
     assert "train.epochs" in valid_keys() and "model.params" in valid_keys()
+
+
+def test_fast_is_the_default_and_seed_stays_the_tutorial() -> None:
+    default, fast, seed = load_config(), load_config("fast"), load_config("seed")
+    assert default == fast and fast.model.name == "fast_cnn" and fast.train.tta == 2
+    assert seed.model.name == "seed_cnn" and seed.train.optimizer == "adam"
+    assert seed.train.learning_rate == 1e-4 and seed.augment.translate == 0

@@ -24,14 +24,14 @@ from conftest import cli
 
 
 @pytest.fixture
-def run_with(digits_run: Path, tmp_path: Path) -> typing.Callable[..., Path]:
+def run_with(untrained_run: Path, tmp_path: Path) -> typing.Callable[..., Path]:
     """A copy of the digits run whose model.keras is replaced by a seed_cnn of another shape."""
 
     def make(input_shape: tuple[int, int, int], classes: int) -> Path:
         from cnnkit.models import create_model
 
         copy = tmp_path / "run"
-        shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("checkpoints", "export"))
+        shutil.copytree(untrained_run, copy, ignore=shutil.ignore_patterns("checkpoints", "export"))
         net = create_model("seed_cnn", input_shape, classes, filters=[4], dense=8)
         net.save(copy / "model.keras")
         return copy
@@ -138,11 +138,11 @@ def test_a_link_into_another_class_folder_is_left_out_and_listed(tmp_path: Path)
 
 
 def test_evaluate_on_another_source_drops_the_runs_own_path(
-    digits_run: Path, tmp_path: Path
+    untrained_run: Path, tmp_path: Path
 ) -> None:
     # A run trained on a folder, evaluated on the built-in digits (the same classes).
     copy = tmp_path / "folder-run"
-    shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(untrained_run, copy, ignore=shutil.ignore_patterns("checkpoints"))
     config = yaml.safe_load((copy / "config.yaml").read_text())
     config["data"].update(name="folder", path=str(tmp_path / "gone"))
     (copy / "config.yaml").write_text(yaml.safe_dump(config))

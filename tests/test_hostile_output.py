@@ -25,22 +25,24 @@ def test_printable_escapes_what_could_fake_a_line() -> None:
     assert "\u202e" not in shown and "\\u202e" in shown and "\\n" in shown
 
 
-def test_predict_table_and_errors_keep_one_line_per_file(digits_run: Path, tmp_path: Path) -> None:
+def test_predict_table_and_errors_keep_one_line_per_file(
+    untrained_run: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     Image.new("L", (8, 8), 255).save(folder / FORGED, format="PNG")
     (folder / ("broken\nfake.png  0 1.0000")).write_bytes(b"not an image")
     files = sorted(str(p) for p in folder.iterdir())
-    table = cli("predict", str(digits_run), *files)
+    table = cli("predict", str(untrained_run), *files)
     assert table.returncode == 2
     assert len(table.stdout.strip().splitlines()) == 1 and "\\n" in table.stdout
     assert "\x1b" not in table.stdout and "\u202e" not in table.stdout
     assert len(table.stderr.strip().splitlines()) == 1 and "broken\\nfake.png" in table.stderr
     # Machine formats keep the real name (quoted by their own rules).
-    rows = list(csv.reader(io.StringIO(cli("predict", str(digits_run), files[1], "--format",
+    rows = list(csv.reader(io.StringIO(cli("predict", str(untrained_run), files[1], "--format",
                                            "csv").stdout)))  # fmt: skip
     assert rows[1][0] == files[1]
-    answer = json.loads(cli("predict", str(digits_run), files[1], "--json").stdout)
+    answer = json.loads(cli("predict", str(untrained_run), files[1], "--json").stdout)
     assert answer[0]["image"] == files[1]
 
 

@@ -25,9 +25,9 @@ def _one_line(result: object, code: int = 2) -> str:
 
 
 @pytest.fixture
-def run_copy(digits_run: Path, tmp_path: Path) -> Path:
+def run_copy(untrained_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
-    shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    shutil.copytree(untrained_run, copy, ignore=shutil.ignore_patterns("checkpoints", "export"))
     return copy
 
 
@@ -38,9 +38,9 @@ def run_copy(digits_run: Path, tmp_path: Path) -> Path:
      (("--max-images", "0"), "max_images must be in"), (("--max-pixels", "-5"), "max_pixels")],
 )  # fmt: skip
 def test_serve_refuses_limits_that_would_refuse_every_request(
-    digits_run: Path, args: tuple[str, ...], message: str
+    untrained_run: Path, args: tuple[str, ...], message: str
 ) -> None:
-    assert message in _one_line(cli("serve", str(digits_run), *args))
+    assert message in _one_line(cli("serve", str(untrained_run), *args))
 
 
 def test_foreign_and_damaged_model_files(run_copy: Path, tmp_path: Path) -> None:
@@ -121,12 +121,12 @@ def test_a_refused_run_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.Monk
     assert not runs.exists()
 
 
-def test_oversized_and_hostile_images_in_predict(digits_run: Path, tmp_path: Path) -> None:
+def test_oversized_and_hostile_images_in_predict(untrained_run: Path, tmp_path: Path) -> None:
     from hostile import big_png
 
     bomb = big_png(tmp_path / "bomb.png", 20000, 20000, "RGB", rows=2)
-    line = _one_line(cli("predict", str(digits_run), str(bomb)))
+    line = _one_line(cli("predict", str(untrained_run), str(bomb)))
     assert "400,000,000 pixels is more than the 40,000,000 pixels allowed" in line
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(bomb.read_bytes()[:200])
-    assert "cut.png" in _one_line(cli("predict", str(digits_run), str(truncated)))
+    assert "cut.png" in _one_line(cli("predict", str(untrained_run), str(truncated)))

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnkit.config import load_config
+from cnnkit.env import import_keras
 from cnnkit.errors import ConfigError
 from cnnkit.models import create_model, list_models, model_hparams
+
+keras = import_keras()
 
 # The big pretrained backbones get their own lighter test (test_transfer.py: building ResNet50
 # takes seconds); one case of a pretrained backbone here (grey and small: it adapts both), which
@@ -127,3 +131,28 @@ def test_unknown_model_and_parameter() -> None:
     with pytest.raises(ConfigError, match="did you mean 'dense'"):
         create_model("seed_cnn", (32, 32, 3), 10, dens=4)
     assert model_hparams("seed_cnn")["dense"] == 512
+
+
+def test_models_declare_what_the_recipe_treats_specially() -> None:
+    """The optimizer asks the model for its BatchNorm offsets and fitted biases (by type, not
+    by name), and the trainer asks it for a pretrained backbone."""
+    from cnnkit.models import create_model, model_parts
+    from cnnkit.optim import create_optimizer
+
+    net = create_model("fast_cnn", (32, 32, 3), 10)
+    parts = model_parts(net)
+    norms = [f"block{i}_norm{j}/beta" for i in (1, 2, 3) for j in (1, 2)]
+    assert [v.path for v in parts.norm_biases] == norms
+    assert [layer.name for layer in parts.fitted] == ["whiten"]
+    assert [v.path for v in parts.fitted_biases] == ["whiten/bias"] and parts.backbone is None
+    optimizer = create_optimizer(load_config("fast").train, 10, net)
+    assert optimizer.multipliers == dict.fromkeys(norms, 64.0)
+    assert optimizer.freeze_after == {"whiten/bias": 30}  # 3 epochs of 10 steps
+    # A BatchNorm layer is found whatever its name; a variable called "beta" elsewhere is not one.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="beta")(inputs)
+    x = keras.layers.BatchNormalization(name="anything")(x)
+    odd = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
+    assert [v.path for v in model_parts(odd).norm_biases] == ["anything/beta"]
+    seed = model_parts(create_model("seed_cnn", (32, 32, 3), 10))
+    assert (seed.norm_biases, seed.fitted, seed.backbone) == ([], [], None)

@@ -16,7 +16,7 @@ constant per image, and centring it over the classes removes that constant, so
 ``c = log p - mean(log p)`` is the logits less their mean. The calibrated probabilities are
 ``softmax(scale * c + bias)`` (scale ``1/T``, bias 0 for a temperature). Because any constant
 per image cancels, the same numbers apply to any model's output, to test-time augmentation's
-average (which averages log-probabilities, :func:`cnnkit.metrics.predict_probabilities`) and
+average (which averages log-probabilities, :func:`cnnkit.predictor.predict_probabilities`) and
 inside the saved model (:class:`cnnkit.models.calibration.Calibration`, the same formula as a
 final layer).
 
@@ -34,6 +34,10 @@ import numpy as np
 # Probabilities are floored here before their logarithm, in numpy and in the saved model's
 # layer alike (float32 holds it as a normal number, so no runtime flushes it to zero).
 FLOOR = 1e-30
+# The negative log-likelihood (the test loss too) floors each image's probability here: the
+# clipping Keras applies in its cross-entropy, so that the test loss and the curves' val_loss
+# are the same measure, and one impossible answer costs at most 16.1 nats rather than infinity.
+NLL_FLOOR = 1e-7
 # The temperatures searched (a model this far off would not be worth calibrating).
 T_MIN, T_MAX = 0.01, 100.0
 # Vector scaling is tried where the held-out images number at least this many per class, and kept
@@ -74,9 +78,10 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean ``-log p(true class)`` (floored at FLOOR: a single impossible answer stays finite)."""
+    """Mean ``-log p(true class)``, each probability floored at NLL_FLOOR: the test loss, and
+    the calibration's before and after."""
     p_true = np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(p_true, FLOOR, 1.0)))) if len(labels) else 0.0
+    return float(-np.mean(np.log(np.clip(p_true, NLL_FLOOR, 1.0)))) if len(labels) else 0.0
 
 
 def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:

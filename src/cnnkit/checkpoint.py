@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.atomic import atomic_path, atomic_write
+from cnnkit.atomic import atomic_write
 from cnnkit.errors import RunError
 
 FORMAT = 1
@@ -119,14 +119,3 @@ def saved_position(path: Path) -> tuple[int, int]:
 def _generic(path: str) -> str:
     # Keras numbers repeated names (seed_generator_4) by creation order within a process.
     return re.sub(r"_\d+(?=/|$)", "", path)
-
-
-def save_network(net: Any, path: Path) -> None:
-    """``net.save(path)`` atomically (Keras writes the zip in place, so write beside and rename)."""
-    try:
-        with atomic_path(path, suffix=".keras") as tmp:
-            net.save(tmp)
-    except OSError as exc:
-        raise RunError(
-            f"could not write {path} ({exc.strerror or exc}); free some space, then resume"
-        ) from None

@@ -152,7 +152,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> Comparison:
     return comparison
 
 
-_FORMATS = {"train_seconds": "{:,.1f}", "train_images_per_second": "{:,.0f}"}
+_FORMATS = {"train_seconds": "{:,.1f}", "train_images_per_second": "{:,.0f}", "seconds": "{:,.1f}"}
 
 
 def config_cell(value: Any) -> str:

@@ -29,23 +29,18 @@ goes when it ships.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cnnkit.env import joining
 from cnnkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
-NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
-PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 # The Keras backends whose keras.distribution trains data-parallel in a released Keras.
 ENGINES = ("jax",)
-# A cluster's launcher that jax.distributed.initialize() detects on its own.
-_CLUSTER_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
 @dataclass(frozen=True)
@@ -174,13 +169,6 @@ def join(distribute: str, batch_size: int) -> Group:
     log.debug("process %d of %d, %d device(s) in all", group.process_id, group.num_processes,
               group.devices)  # fmt: skip
     return group
-
-
-def joining() -> bool:
-    """Whether this process was started as one of several (by cnnkit launch, or a cluster)."""
-    if int(os.environ.get(NUM_PROCESSES, "1") or 1) > 1:
-        return True
-    return any(int(os.environ.get(name, "1") or 1) > 1 for name in _CLUSTER_VARIABLES)
 
 
 def describe(group: Group) -> dict[str, Any]:

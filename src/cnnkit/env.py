@@ -115,17 +115,38 @@ def import_keras() -> ModuleType:
             import tensorflow as tf
 
             tf.config.list_logical_devices()
-        elif backend_name() == "jax" and not _joining():
+        elif backend_name() == "jax" and not joining():
             import jax
 
             jax.devices()  # (not before the processes of a distributed run have joined)
     return keras
 
 
-def _joining() -> bool:
-    from cnnkit.distributed import joining
+# How a process learns that it is one of several training one run: cnnkit launch sets Keras's
+# variables (keras.distribution.initialize reads them); a cluster's launcher that JAX detects on
+# its own (Slurm, Open MPI) sets its own.
+ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
+PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+CLUSTER_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
-    return joining()
+
+def joining() -> bool:
+    """Whether this process was started as one of several (by cnnkit launch, or a cluster)."""
+    if int(os.environ.get(NUM_PROCESSES, "1") or 1) > 1:
+        return True
+    return any(int(os.environ.get(name, "1") or 1) > 1 for name in CLUSTER_VARIABLES)
+
+
+def cnnkit_version() -> str:
+    """The installed cnnkit's version (pyproject.toml's), or ``0+unknown`` for a checkout run
+    from its source folder without being installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnkit")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 @functools.cache
@@ -224,10 +245,8 @@ def describe() -> dict[str, Any]:
     import numpy
     import sklearn
 
-    import cnnkit
-
     info: dict[str, Any] = {
-        "cnnkit": cnnkit.__version__,
+        "cnnkit": cnnkit_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "keras": keras.__version__,

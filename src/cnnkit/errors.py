@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class CnnkitError(Exception):
     """Bad input: the message says what is wrong and what to do about it."""
@@ -40,3 +43,17 @@ class RunStopped(Exception):
         super().__init__(message)
         self.status = status
         self.details = details
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """The end of an error message for an unknown ``word``: the closest of ``choices``
+    (``"; did you mean 'train.epochs'?"``), or the whole list when none is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    if not close:
+        # Fall back to the key with the same last part ("epochs" -> "train.epochs").
+        tail = word.rsplit(".", 1)[-1]
+        close = [c for c in choices if c.rsplit(".", 1)[-1] == tail][:1]
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(sorted(choices))}"

@@ -27,9 +27,9 @@ import numpy as np
 
 from cnnkit.atomic import atomic_path, read_json, remove, write_json
 from cnnkit.errors import CnnkitError
-from cnnkit.runs import EXPORT_FILES, Run, open_run
+from cnnkit.runs import EXPORT_FORMATS, Run, open_run
 
-FORMATS = tuple(EXPORT_FILES)
+FORMATS = tuple(EXPORT_FORMATS)
 ATOL = 1e-4  # largest difference allowed between exported and Keras float32 probabilities
 PARITY_IMAGES = 1000
 
@@ -125,24 +125,31 @@ def export(
     return result
 
 
+def _write_onnx(network: Any, path: Path) -> None:
+    with warnings.catch_warnings():  # Keras's tf2onnx shim asks numpy for np.object
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object")
+        network.export(str(path), format="onnx", verbose=False)
+
+
+def _write_saved_model(network: Any, path: Path) -> None:
+    network.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def _write_tflite(network: Any, path: Path) -> None:
+    import tensorflow as tf
+
+    staging = path.with_name(path.name + ".saved_model")
+    try:
+        network.export(str(staging), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
+        path.write_bytes(converter.convert())
+    finally:
+        remove(staging)
+
+
 def _write(network: Any, fmt: str, path: Path) -> None:
     try:
-        if fmt == "onnx":
-            with warnings.catch_warnings():  # Keras's tf2onnx shim asks numpy for np.object
-                warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object")
-                network.export(str(path), format="onnx", verbose=False)
-        elif fmt == "saved_model":
-            network.export(str(path), format="tf_saved_model", verbose=False)
-        else:
-            import tensorflow as tf
-
-            staging = path.with_name(path.name + ".saved_model")
-            try:
-                network.export(str(staging), format="tf_saved_model", verbose=False)
-                converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
-                path.write_bytes(converter.convert())
-            finally:
-                remove(staging)
+        _WRITERS[fmt](network, path)
     except ImportError as exc:
         raise ExportError(
             f"exporting to {fmt} needs {exc.name or 'a package'}: pip install 'cnnkit[export]'"
@@ -184,13 +191,14 @@ def runtime(fmt: str, path: Path) -> Any:
 
 
 def _runtime(fmt: str, path: Path) -> Any:
-    if fmt == "onnx":
-        return OnnxModel(path)
-    from cnnkit.env import import_keras
+    if fmt != "onnx":
+        from cnnkit.env import import_keras
 
-    import_keras()  # imports TensorFlow with its start-up chatter filtered
-    if fmt == "tflite":
-        return TFLiteModel(path)
+        import_keras()  # imports TensorFlow with its start-up chatter filtered
+    return _RUNTIMES[fmt](path)
+
+
+def _saved_model(path: Path) -> Any:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
@@ -248,6 +256,13 @@ class TFLiteModel(_Batched):
         self.interpreter.set_tensor(self.input, x)
         self.interpreter.invoke()
         return np.array(self.interpreter.get_tensor(self.output))
+
+
+# How each format of runs.EXPORT_FORMATS is written and run (a new format: its file name
+# there, its writer and runtime here).
+_WRITERS = {"onnx": _write_onnx, "saved_model": _write_saved_model, "tflite": _write_tflite}
+_RUNTIMES: dict[str, Any] = {"onnx": OnnxModel, "saved_model": _saved_model, "tflite": TFLiteModel}
+assert set(_WRITERS) == set(_RUNTIMES) == set(EXPORT_FORMATS)
 
 
 def check_parity(

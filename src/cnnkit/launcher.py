@@ -18,7 +18,7 @@ backend and ``train.distribute=data_parallel``, then supervises them:
 Several machines: run one launcher per machine with ``nodes``, ``node_rank`` and the
 ``coordinator`` address of node 0 (what ``torchrun --nnodes --node-rank --rdzv-endpoint`` take);
 under Slurm or Open MPI the processes can also be started by ``srun``/``mpirun`` directly, as JAX
-detects them (docs/distributed.md).
+detects them (the scale-out guide, docs/guides/scale-out.md).
 
 Only the standard library is imported here: the launcher itself never starts Keras.
 """
@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cnnkit.distributed import ADDRESSES, NUM_PROCESSES, PROCESS_ID
+from cnnkit.env import ADDRESSES, NUM_PROCESSES, PROCESS_ID
 from cnnkit.errors import CnnkitError
 
 # What JAX, XLA and gloo print that says nothing a user can act on (and the pages of C++ log and

@@ -1,9 +1,9 @@
 """Numbers only: test loss and accuracy, per-class precision/recall/F1, the confusion matrix,
-calibration error and Brier score."""
+calibration error and Brier score, from predicted probabilities (which
+:func:`cnnkit.predictor.predict_probabilities` makes)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,8 +11,6 @@ import numpy as np
 
 from cnnkit.data.base import Split
 from cnnkit.log import printable
-
-_EPS = 1e-7  # the clipping Keras applies in categorical cross-entropy
 
 
 @dataclass(frozen=True)
@@ -57,48 +55,6 @@ class EvalResult:
         ]
 
 
-def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int = 0) -> np.ndarray:
-    """Class probabilities, optionally averaged over test-time augmentations.
-
-    tta 1: the image and its mirror. tta 2: that, averaged half-and-half with the same for the
-    image shifted one pixel up-left and down-right (reflect-padded): six passes in all.
-    The views' log-probabilities are averaged, not their probabilities: that is averaging the
-    logits (each view's log-probabilities are its logits less a constant), as airbench does,
-    and the result is the softmax of the averaged logits.
-    Images on disk (an ImageArray) are read and predicted a block at a time.
-    """
-    if not isinstance(x, np.ndarray):
-        block = max(batch_size, 4096)
-        parts = [
-            predict_probabilities(model, x[i : i + block], batch_size, tta)
-            for i in range(0, len(x), block)
-        ]
-        return np.concatenate(parts)
-
-    def run(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
-
-    if tta <= 0:
-        return run(x)
-
-    def log_run(images: np.ndarray) -> np.ndarray:
-        return np.log(np.clip(run(images), 1e-45, 1.0))
-
-    def mirrored(images: np.ndarray) -> np.ndarray:
-        return 0.5 * (log_run(images) + log_run(images[:, :, ::-1]))
-
-    if tta == 1:
-        mean = mirrored(x)
-    else:
-        h, w = x.shape[1:3]
-        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-        shifted = [padded[:, 0:h, 0:w], padded[:, 2 : h + 2, 2 : w + 2]]
-        mean = 0.5 * mirrored(x) + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
-    mean -= mean.max(axis=1, keepdims=True)
-    probabilities = np.exp(mean)
-    return probabilities / probabilities.sum(axis=1, keepdims=True)
-
-
 def score(
     probabilities: np.ndarray, split: Split, class_names: list[str], seconds: float = 0.0
 ) -> EvalResult:
@@ -106,12 +62,11 @@ def score(
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     from cnnkit.analysis import calibration
-    from cnnkit.calibration import brier_score
+    from cnnkit.calibration import brier_score, negative_log_likelihood
 
     labels = np.arange(len(class_names))
     predicted = probabilities.argmax(axis=1)
-    p_true = probabilities[np.arange(len(split.y)), split.y]
-    loss = float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))))
+    loss = negative_log_likelihood(probabilities, split.y)
     precision, recall, f1, support = precision_recall_fscore_support(
         split.y, predicted, labels=labels, zero_division=0
     )
@@ -132,22 +87,6 @@ def score(
         seconds=round(seconds, 3),
         images_per_second=round(len(split.y) / seconds, 1) if seconds > 0 else 0.0,
     )
-
-
-def evaluate_model(
-    model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
-) -> EvalResult:
-    """One (test-time augmented) prediction of ``split``; every number comes from it."""
-    return predict_and_score(model, split, class_names, batch_size, tta)[0]
-
-
-def predict_and_score(
-    model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
-) -> tuple[EvalResult, np.ndarray]:
-    """:func:`evaluate_model`, and the probabilities the numbers came from."""
-    start = time.perf_counter()
-    probabilities = predict_probabilities(model, split.x, batch_size, tta)
-    return score(probabilities, split, class_names, time.perf_counter() - start), probabilities
 
 
 def classification_report(result: EvalResult) -> str:

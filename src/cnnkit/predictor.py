@@ -1,8 +1,11 @@
-"""Predictor: a run folder's model and class names, shared by the CLI, the server and the tests;
-and ``predict(run, paths)``, what ``cnnkit predict`` does."""
+"""Inference: a model's probabilities for images, with the run's test-time augmentation
+(:func:`predict_probabilities`, which evaluation, the report and the service's batcher use too);
+:class:`Predictor`, a run folder's model and class names, shared by the CLI, the server and the
+tests; and :func:`predict`, what ``cnnkit predict`` does."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +13,70 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.calibration import log_probabilities
+from cnnkit.data.base import Split
 from cnnkit.data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from cnnkit.data.images import load_image
 from cnnkit.errors import ImageError, RunError
-from cnnkit.metrics import predict_probabilities
+from cnnkit.metrics import EvalResult, score
 from cnnkit.runs import Run, open_run
+
+
+def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int = 0) -> np.ndarray:
+    """Class probabilities, optionally averaged over test-time augmentations.
+
+    tta 1: the image and its mirror. tta 2: that, averaged half-and-half with the same for the
+    image shifted one pixel up-left and down-right (reflect-padded): six passes in all.
+    The views' log-probabilities are averaged, not their probabilities: that is averaging the
+    logits (each view's log-probabilities are its logits less a constant), as airbench does,
+    and the result is the softmax of the averaged logits.
+    Images on disk (an ImageArray) are read and predicted a block at a time.
+    """
+    if not isinstance(x, np.ndarray):
+        block = max(batch_size, 4096)
+        parts = [
+            predict_probabilities(model, x[i : i + block], batch_size, tta)
+            for i in range(0, len(x), block)
+        ]
+        return np.concatenate(parts)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+    if tta <= 0:
+        return run(x)
+
+    def log_run(images: np.ndarray) -> np.ndarray:
+        return log_probabilities(run(images))
+
+    def mirrored(images: np.ndarray) -> np.ndarray:
+        return 0.5 * (log_run(images) + log_run(images[:, :, ::-1]))
+
+    if tta == 1:
+        mean = mirrored(x)
+    else:
+        h, w = x.shape[1:3]
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        shifted = [padded[:, 0:h, 0:w], padded[:, 2 : h + 2, 2 : w + 2]]
+        mean = 0.5 * mirrored(x) + 0.25 * (mirrored(shifted[0]) + mirrored(shifted[1]))
+    mean -= mean.max(axis=1, keepdims=True)
+    probabilities = np.exp(mean)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def evaluate_model(
+    model: Any, split: Split, class_names: list[str], batch_size: int = 512, tta: int = 0
+) -> tuple[EvalResult, np.ndarray]:
+    """One (test-time augmented) prediction of ``split`` and its scores; every number comes
+    from those probabilities, which are returned too."""
+    start = time.perf_counter()
+    probabilities = predict_probabilities(model, split.x, batch_size, tta)
+    return score(probabilities, split, class_names, time.perf_counter() - start), probabilities
+
+
+# The classes an answer lists unless asked for more or fewer: the API's, the command's
+# (`--top-k`, whose default tests/test_predictor.py holds to this) and the service's.
+TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -43,7 +105,7 @@ def answer(
     source: str,
     probabilities: np.ndarray,
     class_names: Sequence[str],
-    top_k: int = 5,
+    top_k: int = TOP_K,
     min_confidence: float = 0.0,
 ) -> Prediction:
     """One image's answer from its (calibrated) class probabilities: the ``top_k`` classes, and
@@ -81,12 +143,11 @@ class Predictor:
         if engine == "keras":
             self.model = self.run.load_model()
         else:
-            from cnnkit.exporter import FORMATS, ExportError, read_export, runtime
+            from cnnkit.exporter import ExportError, read_export, runtime
+            from cnnkit.runs import ENGINES
 
-            if engine not in FORMATS:
-                raise ExportError(
-                    f"unknown engine {engine!r}; choose keras or one of {', '.join(FORMATS)}"
-                )
+            if engine not in ENGINES:
+                raise ExportError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
             path = read_export(self.run, engine)
             self.model = runtime(engine, path)
         self.engine = engine
@@ -117,7 +178,7 @@ class Predictor:
         return predict_probabilities(self.model, images, self.batch_size, self.tta)
 
     def predict(
-        self, paths: Sequence[str | Path], top_k: int = 5, min_confidence: float = 0.0
+        self, paths: Sequence[str | Path], top_k: int = TOP_K, min_confidence: float = 0.0
     ) -> tuple[list[Prediction], list[ImageError]]:
         """Top-k classes for each readable file (unsure below ``min_confidence``); unreadable
         ones come back as errors."""
@@ -130,7 +191,7 @@ class Predictor:
     def predict_iter(
         self,
         paths: Iterable[str | Path],
-        top_k: int = 5,
+        top_k: int = TOP_K,
         chunk: int = 512,
         threads: int = 4,
         min_confidence: float = 0.0,
@@ -165,7 +226,7 @@ class Predictor:
 def predict(
     run: Run | str | Path,
     paths: Iterable[str | Path],
-    top_k: int = 5,
+    top_k: int = TOP_K,
     batch_size: int = 256,
     engine: str = "keras",
     min_confidence: float = 0.0,

@@ -54,7 +54,7 @@ def report(run: Run | str | Path, overrides: Iterable[str] = ()) -> Report:
     from cnnkit.config import with_data_overrides
     from cnnkit.data import load_dataset
     from cnnkit.errors import CnnkitError, ConfigError
-    from cnnkit.metrics import predict_probabilities
+    from cnnkit.predictor import predict_probabilities
 
     run = open_run(run)
     result = EvalResult.from_dict(run.metrics()["test"])

@@ -61,7 +61,11 @@ REPORT_JSON = "report.json"
 FIGURES = "figures"
 TENSORBOARD = "tensorboard"
 EXPORT = "export"
-EXPORT_FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
+# The formats cnnkit export writes, each one's file in RUN/export/: the one table of them (the
+# exporter writes and loads each; the commands take their choices from here).
+EXPORT_FORMATS = {"onnx": "model.onnx", "saved_model": "saved_model", "tflite": "model.tflite"}
+# What predict and serve can run: the run's model.keras, or one of its exports.
+ENGINES = ("keras", *EXPORT_FORMATS)
 LOCK_FILE = ".lock"
 
 
@@ -114,7 +118,7 @@ class Run:
 
     def export_path(self, fmt: str) -> Path:
         """Where ``cnnkit export --format fmt`` writes by default."""
-        return self.path / EXPORT / EXPORT_FILES[fmt]
+        return self.path / EXPORT / EXPORT_FORMATS[fmt]
 
     # -- run.json ---------------------------------------------------------------------------------
 
@@ -431,6 +435,17 @@ def lock_run(run: Run) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def save_network(net: Any, path: Path) -> None:
+    """``net.save(path)`` atomically (Keras writes the zip in place, so write beside and rename)."""
+    try:
+        with atomic_path(path, suffix=".keras") as tmp:
+            net.save(tmp)
+    except OSError as exc:
+        raise RunError(
+            f"could not write {path} ({exc.strerror or exc}); free some space, then resume"
+        ) from None
 
 
 def load_model(path: Path) -> Any:

@@ -49,8 +49,7 @@ from cnnkit.data.images import (  # noqa: E402
     release_memory,
 )
 from cnnkit.errors import CnnkitError, ImageError  # noqa: E402
-from cnnkit.metrics import predict_probabilities  # noqa: E402
-from cnnkit.predictor import Predictor, answer  # noqa: E402
+from cnnkit.predictor import TOP_K, Predictor, answer, predict_probabilities  # noqa: E402
 from cnnkit.runs import Run  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -334,7 +333,7 @@ async def model_info(request: Request) -> dict[str, Any]:
 @router.post("/predict", openapi_extra=BODY_SPEC)
 async def predict(
     request: Request,
-    top_k: int = Query(3, ge=1, description="classes per image (at most the run's classes)"),
+    top_k: int = Query(TOP_K, ge=1, description="classes per image (at most the run's classes)"),
     explain: bool = Query(False, description="add a Grad-CAM heatmap for the top class"),
     min_confidence: float = Query(
         0.0,

@@ -10,6 +10,9 @@ random generators of dropout and augmentation are variables saved in the checkpo
 runs one Keras ``fit`` call per epoch on that epoch's order (the rest of it, when resuming
 mid-epoch), and the :class:`Checkpointer` callback commits the state after each epoch, and every
 ``train.checkpoint_steps`` steps when asked.
+
+Over 500 lines: the fit loop and the callback that commits its checkpoints are two halves of one
+protocol (what is saved when, and how a resume finds its place), and read best together.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.checkpoint import TrainState, load_state, save_network, save_state, saved_position
-from cnnkit.config import AugmentConfig, TrainConfig
+from cnnkit.checkpoint import TrainState, load_state, save_state, saved_position
+from cnnkit.config import AugmentConfig, TrainConfig, monitor_mode
 from cnnkit.data.augment import EpochAugmenter, create_augmenter
 from cnnkit.data.base import Split
 from cnnkit.distributed import SINGLE, Group
@@ -37,7 +40,7 @@ from cnnkit.errors import TrainingDiverged, TrainingInterrupted
 from cnnkit.log import notice
 from cnnkit.models import model_parts
 from cnnkit.optim import create_optimizer, steps_per_epoch
-from cnnkit.runs import Run
+from cnnkit.runs import Run, save_network
 
 keras = import_keras()  # this module is only imported to train
 log = logging.getLogger(__name__)
@@ -387,7 +390,7 @@ class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         self.timer, self.group = timer, group
         self.stop_requested = False
         self.stop_early = False
-        self._mode_max = cfg.monitor.endswith("accuracy")
+        self._mode_max = monitor_mode(cfg.monitor) == "max"
         # Where this session's part of the epoch started (set at each epoch's beginning).
         self._base_logs: dict[str, float] = {}
         self._base_samples = 0

@@ -266,8 +266,9 @@ def _fit_and_evaluate(
 ) -> EvalResult | None:
     from cnnkit import trainer
     from cnnkit.atomic import remove_stale
-    from cnnkit.metrics import classification_report, predict_and_score, score
+    from cnnkit.metrics import classification_report, score
     from cnnkit.models import create_model
+    from cnnkit.predictor import evaluate_model
     from cnnkit.reporter import write_report
 
     group.start()  # the network's variables on every device of the group
@@ -298,7 +299,7 @@ def _fit_and_evaluate(
     # The network as saved; _calibrate gives model.keras the calibration as its last layer.
     calibrated, held_out = _calibrate(config, data, run, model)
     record = None if calibrated is None else calibrated.to_dict()
-    result, probabilities = predict_and_score(
+    result, probabilities = evaluate_model(
         model, data.test, list(data.class_names), config.train.eval_batch_size, config.train.tta
     )
     raw = None
@@ -357,9 +358,9 @@ def _calibrate(
     import time
 
     from cnnkit.calibration import calibrate
-    from cnnkit.checkpoint import save_network
-    from cnnkit.metrics import predict_probabilities
     from cnnkit.models.calibration import with_calibration
+    from cnnkit.predictor import predict_probabilities
+    from cnnkit.runs import save_network
 
     if not config.train.calibrate:
         return None, None
@@ -396,7 +397,7 @@ def evaluate(
     (``data.*`` overrides say where the data is on this machine, e.g. ``data.path``)."""
     from cnnkit.config import with_data_overrides
     from cnnkit.data import load_dataset
-    from cnnkit.metrics import evaluate_model
+    from cnnkit.predictor import evaluate_model
 
     run = open_run(run)
     config = with_data_overrides(run.config(), overrides, "evaluate")
@@ -409,4 +410,4 @@ def evaluate(
     return evaluate_model(
         model, data.test, run.class_names, batch_size or config.train.eval_batch_size,
         config.train.tta,
-    )  # fmt: skip
+    )[0]  # fmt: skip

@@ -15,21 +15,24 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-VERBS = (
-    "train",
-    "launch",
-    "tune",
-    "evaluate",
-    "report",
-    "compare",
-    "predict",
-    "serve",
-    "export",
-    "data",
-    "models",
-    "config",
-    "env",
-)
+# The verbs, in the order --help lists them, and the function(s) of the Python API each one
+# wraps (cnnkit.<name>). The parser, the command-line reference and the tests read this table,
+# so a new verb is one module in cnnkit/cli/ and one line here.
+VERBS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "resume"),
+    "launch": ("launch",),
+    "tune": ("tune", "describe_study"),
+    "evaluate": ("evaluate",),
+    "report": ("report",),
+    "compare": ("compare",),
+    "predict": ("predict", "Predictor"),
+    "serve": ("serve",),
+    "export": ("export",),
+    "data": ("inspect_folder",),
+    "models": ("list_models",),
+    "config": ("load_config",),
+    "env": ("describe_environment",),
+}
 
 
 # Failures of the machine that the user can remedy: one line and status 2, like bad input.
@@ -42,14 +45,14 @@ _USER_ERRNOS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cnnkit import __version__
+    from cnnkit.env import cnnkit_version
 
     parser = argparse.ArgumentParser(
         prog="cnnkit",
         description="Build, train, evaluate and use image classifiers with Keras 3.",
         epilog="Run 'cnnkit VERB --help' for a verb's options.",
     )
-    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
+    parser.add_argument("--version", action="version", version=f"cnnkit {cnnkit_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and framework logs")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:

@@ -8,6 +8,8 @@ from typing import Any
 
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    from cnnkit.runs import EXPORT_FORMATS
+
     parser: argparse.ArgumentParser = verbs.add_parser(
         "export",
         help="export a run's model to ONNX, SavedModel or TFLite, with a parity check",
@@ -18,7 +20,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("run", metavar="RUN", help="a run folder printed by cnnkit train")
-    parser.add_argument("--format", required=True, choices=("onnx", "saved_model", "tflite"))
+    parser.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS))
     parser.add_argument(
         "--out", type=Path, metavar="PATH", help="where to write (default RUN/export/)"
     )

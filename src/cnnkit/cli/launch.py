@@ -16,7 +16,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "checkpoint; if one dies, the others are stopped and the last checkpoint stays "
         "resumable with any number of processes. Example: "
         "cnnkit launch --nproc 2 -- train --preset smoke. On several machines run one launcher "
-        "per machine with --nodes, --node-rank and --coordinator (docs/distributed.md).",
+        "per machine with --nodes, --node-rank and --coordinator (see the scale-out guide).",
     )
     parser.add_argument(
         "--nproc", type=int, default=1, metavar="N", help="processes on this machine (default 1)"

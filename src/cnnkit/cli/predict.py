@@ -15,6 +15,8 @@ EXTRAS = "images"  # where stray positionals after an option go
 
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    from cnnkit.runs import ENGINES
+
     parser: argparse.ArgumentParser = verbs.add_parser(
         "predict",
         help="classify image files, folders or glob patterns with a run's model",
@@ -50,7 +52,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--engine",
-        choices=("keras", "onnx", "tflite", "saved_model"),
+        choices=ENGINES,
         default="keras",
         help="keras (model.keras, default), or the run's export of that format (cnnkit export)",
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    from cnnkit.runs import ENGINES
+
     parser: argparse.ArgumentParser = verbs.add_parser(
         "serve",
         help="serve a run's model over HTTP: POST /predict, a web page at /, OpenAPI at /docs",
@@ -21,7 +23,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--engine", choices=("keras", "onnx", "tflite", "saved_model"), default="keras",
+    parser.add_argument("--engine", choices=ENGINES, default="keras",
                         help="keras (default), or the run's export of that format")  # fmt: skip
     parser.add_argument("--tta", type=int, choices=(0, 1, 2), default=0,
                         help="test-time augmentation: 0 (default, one pass: lowest latency), or 1-2 "

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from cnnkit.config import DataConfig, did_you_mean
+from cnnkit.config import DataConfig
 from cnnkit.data.base import Dataset, Source, Split, stratified_split, stratified_subset
-from cnnkit.errors import ConfigError
+from cnnkit.errors import ConfigError, did_you_mean
 
 __all__ = ["Dataset", "Source", "Split", "held_out_share", "list_datasets", "load_dataset"]
 

@@ -1,4 +1,5 @@
-"""A registry of pure model factories: ``(input_shape, num_classes, **hparams) -> keras.Model``.
+"""Pure model factories: ``(input_shape, num_classes, **hparams) -> keras.Model``, looked up by
+name in the registry (:mod:`cnnkit.models.registry`), and what recipes ask of a model.
 
 Every model takes raw pixel values (0..255, any numeric dtype): rescaling lives inside the model,
 so a saved model needs nothing but images. Factories do no I/O.
@@ -6,41 +7,36 @@ so a saved model needs nothing but images. Factories do no I/O.
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnkit.config import did_you_mean
-from cnnkit.errors import ConfigError
+from cnnkit.errors import ConfigError, did_you_mean
+from cnnkit.models.registry import Factory, registered
 
-Factory = Callable[..., Any]
-_REGISTRY: dict[str, Factory] = {}
-
-
-def register_model(factory: Factory) -> Factory:
-    """Decorator: make ``factory`` available under its function name."""
-    _REGISTRY[factory.__name__] = factory
-    return factory
+# The modules of cnnkit's own models, imported when a model is first looked up (they import
+# Keras); each registers its factories (calibration: the saved models' last layer, for loading).
+BUILTIN = ("seed_cnn", "fast_cnn", "transfer", "calibration")
 
 
-def _load_builtin() -> None:
-    # They register themselves (calibration: the saved models' last layer, for loading them).
-    from cnnkit.models import calibration, fast_cnn, seed_cnn, transfer  # noqa: F401
+def _load_builtin() -> dict[str, Factory]:
+    for module in BUILTIN:
+        importlib.import_module(f"cnnkit.models.{module}")
+    return registered()
 
 
 def list_models() -> list[str]:
     """The registered model names (``cnnkit models`` shows them with their parameters)."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(_load_builtin())
 
 
 def get_factory(name: str) -> Factory:
     """The factory registered as ``name`` (a ConfigError naming the closest one otherwise)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model model.name={name!r}{did_you_mean(name, _REGISTRY)}")
-    return _REGISTRY[name]
+    factories = _load_builtin()
+    if name not in factories:
+        raise ConfigError(f"unknown model model.name={name!r}{did_you_mean(name, factories)}")
+    return factories[name]
 
 
 def model_hparams(name: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.env import import_keras
-from cnnkit.models import register_model
+from cnnkit.models.registry import register_model
 
 keras = import_keras()
 ops = keras.ops

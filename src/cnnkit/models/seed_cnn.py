@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.env import import_keras
-from cnnkit.models import register_model
+from cnnkit.models.registry import register_model
 
 
 @register_model

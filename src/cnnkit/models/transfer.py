@@ -24,7 +24,7 @@ from typing import Any
 
 from cnnkit.env import import_keras
 from cnnkit.errors import ConfigError, DataError
-from cnnkit.models import register_model
+from cnnkit.models.registry import register_model
 
 keras = import_keras()
 ops = keras.ops

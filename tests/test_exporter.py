@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.runs import Run
+from cnnkit.runs import EXPORT_FORMATS, Run
 from conftest import cli, run_cli
 
 
@@ -34,7 +34,7 @@ def pictures(run_copy: Path) -> tuple[list[Path], list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "tflite", "saved_model"])
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
 def test_export_agrees_with_keras(
     run_copy: Path, pictures: tuple[list[Path], list[str]], fmt: str
 ) -> None:

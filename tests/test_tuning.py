@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -311,42 +307,7 @@ def test_hopeless_trials_are_pruned(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
-
-
-def _postgres_bin() -> Path | None:
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
-            return folder
-    return None
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server of its own on 127.0.0.1 (Debian's package, which `make test`
-    installs), for the length of one test; its URL."""
-    binaries = _postgres_bin()
-    if binaries is None:
-        pytest.skip("PostgreSQL's server is not installed: apt-get install postgresql "
-                    "(make test installs it when run as root)")  # fmt: skip
-    data = Path(tempfile.mkdtemp(prefix="cnnkit-pg-", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root: as Debian's postgres user
-        shutil.chown(data, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data / "db"), "-U", "cnnkit",
-                    "--auth=trust"], check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
-    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data / "db"), "-o", options,
-                    "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://cnnkit@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data / "db"), "-m",
-                        "immediate", "stop"], capture_output=True)  # fmt: skip
-        shutil.rmtree(data, ignore_errors=True)
+# (the server: conftest's postgres fixture)
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
-"""`cnnkit predict` at scale: folders, globs, formats, broken files mixed in, many images."""
+"""cnnkit.predictor: `cnnkit predict` at scale (folders, globs, formats, broken files mixed in,
+many images) and test-time augmentation, which averages the logits."""
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 from pathlib import Path
@@ -11,8 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnkit.env import import_keras
 from cnnkit.predictor import expand_paths
 from conftest import cli
+
+keras = import_keras()
 
 
 def _digit_folder(root: Path, count: int) -> dict[str, int]:
@@ -90,3 +95,53 @@ def test_predict_a_folder_with_broken_files_in_every_format(
     assert answers and all(Path(a["image"]).name.startswith("d1") for a in answers)
     by_image = {r["image"]: r["class_1"] for r in rows}
     assert all(a["top"][0]["class"] == by_image[a["image"]] for a in answers)
+
+
+def test_tta_levels_average_the_logits() -> None:
+    from cnnkit.predictor import predict_probabilities
+
+    dense = keras.layers.Dense(3)  # on pixels / 255: logits of a few units, a soft softmax
+    scaled = [keras.Input((6, 6, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten()]
+    model = keras.Sequential([*scaled, dense, keras.layers.Softmax()])
+    logits_of = keras.Sequential([*scaled, dense])
+    x = np.random.default_rng(0).integers(0, 256, size=(4, 6, 6, 1)).astype("uint8")
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        return np.asarray(logits_of.predict(images, verbose=0), dtype=np.float64)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    plain = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict_probabilities(model, x, 2, tta=0), plain, rtol=1e-6)
+    mirror = 0.5 * (logits(x) + logits(x[:, :, ::-1]))
+    level1 = predict_probabilities(model, x, 2, tta=1)
+    np.testing.assert_allclose(level1, softmax(mirror), rtol=1e-4, atol=1e-6)
+    # Not the average of the probabilities (which was the rule before).
+    averaged = 0.5 * (plain + model.predict(x[:, :, ::-1], verbose=0))
+    assert not np.allclose(level1, averaged, rtol=1e-3)
+    symmetric = np.concatenate([x[:, :, :3], x[:, :, :3][:, :, ::-1]], axis=2)  # its own mirror
+    np.testing.assert_allclose(
+        predict_probabilities(model, symmetric, 2, tta=1),
+        model.predict(symmetric, verbose=0),
+        rtol=1e-4,
+    )
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    up_left, down_right = padded[:, 0:6, 0:6], padded[:, 2:8, 2:8]
+    shifts = 0.5 * (logits(up_left) + logits(up_left[:, :, ::-1]))
+    shifts += 0.5 * (logits(down_right) + logits(down_right[:, :, ::-1]))
+    level2 = predict_probabilities(model, x, 2, tta=2)
+    np.testing.assert_allclose(level2, softmax(0.5 * mirror + 0.25 * shifts), rtol=1e-4, atol=1e-6)
+
+
+def test_the_command_the_api_and_the_service_list_the_same_classes_by_default() -> None:
+    import argparse
+
+    from cnnkit.cli import build_parser
+    from cnnkit.predictor import TOP_K, Predictor, answer, predict
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert verbs.choices["predict"].get_default("top_k") == TOP_K
+    for function in (answer, predict, Predictor.predict):
+        assert inspect.signature(function).parameters["top_k"].default == TOP_K

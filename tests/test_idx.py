@@ -1,13 +1,9 @@
-"""CIFAR-100 and the IDX datasets (MNIST, Fashion-MNIST), read from files written here in the
-official formats; and resizing any dataset with data.image_size."""
+"""cnnkit.data.idx: MNIST and Fashion-MNIST, read from files written here in the IDX format."""
 
 from __future__ import annotations
 
 import gzip
-import io
-import pickle
 import struct
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -72,59 +68,3 @@ def test_idx_damaged_files_are_clear_errors(tmp_path: Path) -> None:
         load_dataset(DataConfig(name="mnist", path=str(tmp_path)), seed=0)
     with pytest.raises(DataError, match="downloads are disabled"):  # tests never download
         load_dataset(DataConfig(name="fashion_mnist"), seed=0)
-
-
-def write_cifar100(path: Path, n: int = 200) -> Path:
-    rng = np.random.default_rng(0)
-
-    def batch(rows: int) -> bytes:
-        fine = rng.permutation(np.arange(rows) % 100).tolist()
-        return pickle.dumps(
-            {
-                b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8),
-                b"fine_labels": fine,
-                b"coarse_labels": [f // 5 for f in fine],
-                b"filenames": [b"x.png"] * rows,
-            },
-            protocol=2,
-        )
-
-    meta = pickle.dumps(
-        {
-            b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
-            b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)],
-        },
-        protocol=2,
-    )
-    with tarfile.open(path, "w:gz") as archive:
-        for name, payload in (("train", batch(n)), ("test", batch(n // 2)), ("meta", meta)):
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    return path
-
-
-def test_cifar100_fine_and_coarse(tmp_path: Path) -> None:
-    archive = write_cifar100(tmp_path / "cifar-100-python.tar.gz")
-    fine = load_dataset(DataConfig(name="cifar100", path=str(archive), val_split=0), seed=0)
-    assert fine.num_classes == 100 and fine.class_names[7] == "fine07"
-    assert fine.input_shape == (32, 32, 3) and len(fine.train) == 200 and len(fine.test) == 100
-    coarse = load_dataset(
-        DataConfig(name="cifar100", path=str(tmp_path), label="coarse", val_split=0), seed=0
-    )
-    assert coarse.num_classes == 20 and coarse.class_names[0] == "coarse00"
-    assert np.array_equal(coarse.train.y, fine.train.y // 5)  # same images, other labels
-    assert np.array_equal(coarse.train.x, fine.train.x)
-
-
-def test_cifar100_damaged_archive(tmp_path: Path) -> None:
-    bad = tmp_path / "cifar-100-python.tar.gz"
-    bad.write_bytes(b"not a tar file")
-    with pytest.raises(DataError, match="not a readable CIFAR-100 archive"):
-        load_dataset(DataConfig(name="cifar100", path=str(bad)), seed=0)
-
-
-def test_image_size_resizes_any_dataset() -> None:
-    data = load_dataset(DataConfig(name="digits", image_size=16, val_split=0), seed=0)
-    assert data.input_shape == (16, 16, 1)
-    assert data.train.x.dtype == np.uint8

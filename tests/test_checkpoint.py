@@ -1,4 +1,5 @@
-"""Training that survives: kills, Ctrl-C, NaN, damaged checkpoints, and exact resumption.
+"""cnnkit.checkpoint and the resume path: training that survives kills, Ctrl-C, NaN, damaged
+checkpoints, and exact resumption.
 
 Every run here is deterministic (train.deterministic=true) on the generated 32x32x3 data, so
 "as if nothing happened" is checked bit for bit against an uninterrupted run. The runs that are
