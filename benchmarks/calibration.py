@@ -3,10 +3,11 @@ scaling would add, how many held-out images the temperature needs, and what hold
 costs the fast recipe in accuracy.
 
     python benchmarks/calibration.py --train --runs-dir RUNS [--seeds 3] [--budget 120]
-    python benchmarks/calibration.py --runs-dir RUNS [--out docs/calibration]
+    python benchmarks/calibration.py --runs-dir RUNS [--out docs/benchmarks/data/calibration]
+    python benchmarks/calibration.py --smoke --runs-dir RUNS [--train] [--out DIR]
 
 ``--train`` first trains, one at a time, for each seed: ``cnnkit train --preset fast
-train.budget=B`` (calibrated on the 2 % calibration split), the same with
+train.budget=B`` (calibrated on its calibration split, `data.calibration_split`), the same with
 ``train.calibrate=false`` (every training image trains: the split's cost in accuracy), and
 ``cnnkit train --preset seed train.budget=B`` (calibrated on its validation split); then one
 ``fast`` run holding out 10 % (``data.calibration_split=0.1``) as a pool for the size study.
@@ -21,7 +22,15 @@ set's probabilities before calibration):
   can do there);
 - the size study: the temperature refitted on stratified samples of 100..5,000 of the held-out
   images (20 draws each), and the test ECE and NLL each gives.
-Writes ``calibration.json`` under ``--out`` and prints the tables.
+Runs are found as RUNS/LABEL/RUN/metrics.json, one group per LABEL. Writes ``calibration.json``
+under ``--out`` (default: benchmarks/results) and prints the tables.
+
+``--smoke``: the same code in seconds, to check that the benchmark still works: the size study
+with 100 images and 2 draws; with ``--train``, one seed of each run on the generated
+``synthetic`` images (``data.name=synthetic``: no download, no CIFAR-10), 1 epoch, no budget,
+no report page. On any runs laid out as above, e.g. RUNS/digits/RUN from ``cnnkit train
+--preset smoke data.name=digits``. The JSON goes to a temporary folder unless ``--out`` says
+where; it exits non-zero when RUNS holds no run.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +49,25 @@ import numpy as np
 
 SIZES = (100, 250, 500, 1000, 2000, 5000)
 DRAWS = 20
+# --smoke: the smallest study, and tiny runs (a check that everything runs, not a measurement).
+SMOKE = {"seeds": 1, "budget": 0.0, "out": None}
+SMOKE_SIZES, SMOKE_DRAWS = (100,), 2
+SMOKE_TRAIN = ["data.name=synthetic", "train.epochs=1", "report.enabled=false"]
 
 
-def train(runs: Path, seeds: int, budget: float) -> None:
+def train(runs: Path, seeds: int, budget: float, extra: tuple[str, ...] = ()) -> None:
+    """Train every run of the study into RUNS/LABEL/, one at a time; ``extra``: more overrides."""
     specs = [
         ("fast", "fast", []),
         ("fast-raw", "fast", ["train.calibrate=false"]),
         ("seed", "seed", []),
     ]
     for seed in range(seeds):
-        for label, preset, extra in specs:
-            _train(runs / label, preset, [f"train.budget={budget:g}", f"seed={seed}", *extra],
-                   f"s{seed}")  # fmt: skip
-    _train(runs / "fast-pool", "fast",
-           [f"train.budget={budget:g}", "seed=0", "data.calibration_split=0.1"], "s0")  # fmt: skip
+        for label, preset, more in specs:
+            overrides = [f"train.budget={budget:g}", f"seed={seed}", *more, *extra]
+            _train(runs / label, preset, overrides, f"s{seed}")
+    pool = [f"train.budget={budget:g}", "seed=0", "data.calibration_split=0.1", *extra]
+    _train(runs / "fast-pool", "fast", pool, "s0")
 
 
 def _train(folder: Path, preset: str, overrides: list[str], name: str) -> None:
@@ -62,7 +77,9 @@ def _train(folder: Path, preset: str, overrides: list[str], name: str) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-def analyse(run: Path, rng_seed: int = 0) -> dict[str, Any]:
+def analyse(
+    run: Path, rng_seed: int = 0, sizes: tuple[int, ...] = SIZES, draws: int = DRAWS
+) -> dict[str, Any]:
     from cnnkit import analysis
     from cnnkit.calibration import (
         apply_scaling,
@@ -111,12 +128,12 @@ def analyse(run: Path, rng_seed: int = 0) -> dict[str, Any]:
 
     from sklearn.model_selection import train_test_split
 
-    sizes: dict[str, Any] = {}
-    for size in SIZES:
+    study: dict[str, Any] = {}
+    for size in sizes:
         if size >= len(held_labels):
             continue
         ece, nll, temps = [], [], []
-        for draw in range(DRAWS):
+        for draw in range(draws):
             chosen, _ = train_test_split(np.arange(len(held_labels)), train_size=size,
                                          stratify=held_labels, random_state=rng_seed + draw)  # fmt: skip
             fitted = fit_temperature(held[chosen], held_labels[chosen])
@@ -124,12 +141,12 @@ def analyse(run: Path, rng_seed: int = 0) -> dict[str, Any]:
             temps.append(fitted)
             ece.append(analysis.calibration(after, labels).ece)
             nll.append(negative_log_likelihood(after, labels))
-        sizes[str(size)] = {
+        study[str(size)] = {
             "ece_median": statistics.median(ece), "ece_max": max(ece),
             "nll_median": statistics.median(nll), "nll_max": max(nll),
             "temperature_min": min(temps), "temperature_max": max(temps),
         }  # fmt: skip
-    record["sizes"] = sizes
+    record["sizes"] = study
     return record
 
 
@@ -151,15 +168,21 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="cnnkit-smoke-"))
     if args.train:
-        train(args.runs_dir, args.seeds, args.budget)
+        train(args.runs_dir, args.seeds, args.budget, tuple(SMOKE_TRAIN) if args.smoke else ())
 
     from cnnkit.env import describe
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in sorted(p.parent for p in args.runs_dir.glob("*/*/metrics.json")):
-        groups.setdefault(run.parent.name, []).append(analyse(run))
+        sizes, draws = (SMOKE_SIZES, SMOKE_DRAWS) if args.smoke else (SIZES, DRAWS)
+        groups.setdefault(run.parent.name, []).append(analyse(run, sizes=sizes, draws=draws))
     for label, records in groups.items():
         print(f"\n{label}: {len(records)} run(s)")
         print(f"  test accuracy {_summary(records, 'test_accuracy')}")
@@ -183,6 +206,9 @@ def main() -> int:
     path = args.out / "calibration.json"
     path.write_text(json.dumps({"machine": machine, "runs": groups}, indent=2) + "\n")
     print(f"\n{path}")
+    if args.smoke and not groups:
+        print(f"no run found in {args.runs_dir} (RUNS/LABEL/RUN/metrics.json)", file=sys.stderr)
+        return 1
     return 0
 
 

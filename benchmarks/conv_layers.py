@@ -1,6 +1,7 @@
 """Where a training step of ``fast_cnn`` goes: each 3x3 convolution's three passes, in TFLOP/s.
 
     python benchmarks/conv_layers.py [--batch 512] [--repeats 7] [--json FILE]
+    python benchmarks/conv_layers.py --smoke [--json FILE]
 
 The convolutions are nearly all of the network's arithmetic, and a training step runs each one
 three times: forward, backward to its input (``Conv2DBackpropInput``) and backward to its
@@ -8,7 +9,12 @@ weights (``Conv2DBackpropFilter``). This times the three, in bf16 on TensorFlow'
 (oneDNN on a CPU), for every 3x3 convolution shape of ``fast_cnn`` at 32x32 input, alone (one
 at a time, medians of ``--repeats``), and sets them against a bare 4096x4096 bf16 matmul timed
 in the same run, the most this machine's bf16 units give a large, simple kernel. TensorFlow
-only: it calls the backend's raw ops, which is the point (no Keras around them).
+only: it calls the backend's raw ops, which is the point (no Keras around them). The JSON goes
+to ``--json`` (default: benchmarks/results/conv_layers.json).
+
+``--smoke``: the same code at the smallest sizes (batch 4, 1 repeat, a 256x256 matmul), in
+seconds, to check that the benchmark still works; the JSON goes to a temporary folder unless
+``--json`` says where.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 # (height = width, input channels, output channels) of fast_cnn's 3x3 convolutions, in order.
 LAYERS = [(31, 24, 64), (15, 64, 64), (15, 64, 256), (7, 256, 256), (7, 256, 256), (3, 256, 256)]
+# --smoke: tiny sizes (a check that everything runs, not a measurement).
+SMOKE = {"batch": 4, "repeats": 1, "json": None}
+SMOKE_MATMUL = 256
 
 
 def median_ms(function: Any, *args: Any, repeats: int) -> float:
@@ -42,7 +52,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default="benchmarks/results/conv_layers.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.json = args.json or f"{tempfile.mkdtemp(prefix='cnnkit-smoke-')}/conv_layers.json"
 
     from cnnkit.env import import_keras
     from throughput import matmul_peak  # this folder's script: the same peak, measured alike
@@ -51,8 +66,9 @@ def main() -> int:
     import tensorflow as tf
 
     bf16, n = tf.bfloat16, args.batch
-    peak = matmul_peak(keras, repeats=args.repeats) / 1e12
-    print(f"bf16 4096x4096 matmul: {peak:.2f} TFLOP/s")
+    side = SMOKE_MATMUL if args.smoke else 4096
+    peak = matmul_peak(keras, size=side, repeats=args.repeats) / 1e12
+    print(f"bf16 {side}x{side} matmul: {peak:.2f} TFLOP/s")
     print(
         f"{'layer':<18} {'GFLOP':>6} {'forward':>15} {'backward input':>15} {'backward weights':>17}"
     )

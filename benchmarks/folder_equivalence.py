@@ -1,7 +1,8 @@
 """Is an image folder the same dataset as the archive it came from? Trains both, side by side.
 
     python benchmarks/folder_equivalence.py [--train 2000] [--test 1000] [--seeds 3] [--preset fast]
-                                            [--set train.batch_size=128 ...] [--mixed]
+                                            [--set train.batch_size=128 ...] [--mixed] [--out DIR]
+    python benchmarks/folder_equivalence.py --smoke [--mixed] [--out DIR]
 
 For each seed: the stratified sample of ``--train`` training and ``--test`` test images that
 ``cnnkit train data.train_subset=... data.test_subset=... seed=S`` draws from the real CIFAR-10
@@ -15,7 +16,13 @@ JPEGs, text named .png, empty files, a stray README, a hidden file). It checks t
 files are reported and skipped, and that ``cnnkit predict`` on the test folder's files gives the
 class of the folder each file is in as often as the run's own evaluation says it should.
 
-Writes JSON under ``--out``. Needs the real CIFAR-10 (``CNNKIT_DATA_DIR`` or the cache).
+Writes JSON under ``--out`` (default: benchmarks/results); folders and runs go to a temporary
+folder. Needs the real CIFAR-10 (``CNNKIT_DATA_DIR`` or the cache).
+
+``--smoke``: the same code with the generated ``synthetic`` images in place of CIFAR-10 (no
+download, no archive), 200 training and 100 test images, one seed, the smoke preset for 1 epoch
+without report pages, in seconds, to check that the benchmark still works; the JSON goes to a
+temporary folder unless ``--out`` says where.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+# --smoke: tiny runs on the generated images (a check that everything runs, not a measurement).
+SMOKE = {"train": 200, "test": 100, "seeds": 1, "preset": "smoke", "out": None,
+         "set": ["data.name=synthetic", "train.epochs=1", "report.enabled=false"]}  # fmt: skip
 
 
 def export(data: Any, root: Path, mixed: bool = False) -> dict[str, int]:
@@ -114,7 +125,12 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--mixed", action="store_true", help="also the mixed-format folder run")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.out = args.out or tempfile.mkdtemp(prefix="cnnkit-smoke-")
 
     from cnnkit.config import DataConfig
     from cnnkit.data import load_dataset
@@ -124,7 +140,9 @@ def main() -> int:
     common = ["--preset", args.preset, "data.val_split=0", *args.set]
     results: list[dict[str, Any]] = []
     for seed in range(args.seeds):
-        sample = DataConfig(train_subset=args.train, test_subset=args.test, val_split=0)
+        sample = DataConfig(
+            name=_source(args), train_subset=args.train, test_subset=args.test, val_split=0
+        )
         data = load_dataset(sample, seed)
         folder = work / f"cifar-png-{seed}"
         export(data, folder)
@@ -183,7 +201,10 @@ def mixed_run(args: Any, work: Path, runs: Path, common: list[str]) -> dict[str,
     from cnnkit.config import DataConfig
     from cnnkit.data import load_dataset
 
-    data = load_dataset(DataConfig(train_subset=args.train, test_subset=args.test, val_split=0), 0)
+    sample = DataConfig(
+        name=_source(args), train_subset=args.train, test_subset=args.test, val_split=0
+    )
+    data = load_dataset(sample, 0)
     folder = work / "cifar-mixed"
     written = export(data, folder, mixed=True)
     result = train(
@@ -215,6 +236,11 @@ def mixed_run(args: Any, work: Path, runs: Path, common: list[str]) -> dict[str,
         f"{row['predict_accuracy']:.4f} right by folder name ({seconds:.0f} s)"
     )
     return row
+
+
+def _source(args: Any) -> str:
+    """The archive the folders are exported from: CIFAR-10, or the generated images (smoke)."""
+    return "synthetic" if args.smoke else "cifar10"
 
 
 if __name__ == "__main__":

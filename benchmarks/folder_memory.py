@@ -1,7 +1,8 @@
 """Memory and speed of training on an image folder, per ``data.cache`` mode, side by side.
 
     python benchmarks/folder_memory.py [--images 20000] [--size 64] [--cache-mb 100]
-                                       [--modes memory,disk,disk,none] [--preset seed]
+                                       [--modes memory,disk,disk,none] [--preset seed] [--out DIR]
+    python benchmarks/folder_memory.py --smoke [--out DIR]
 
 Exports ``--images`` real CIFAR-10 training images as PNG files (DIR/<class>/), then trains one
 epoch on that folder at ``data.image_size=--size`` once per mode, each in its own process, and
@@ -9,7 +10,13 @@ reads the process's peak resident memory (``peak_rss_mb`` in run.json: ru_maxrss
 training images/s. ``disk`` twice: the first run decodes the folder into the cache, the second
 reuses it. Ratios are against the ``memory`` run of the same invocation. Pick ``--size`` and
 ``--images`` so that the decoded folder is larger than ``--cache-mb``: then ``disk`` and ``none``
-must stay flat while ``memory`` grows with the folder.
+must stay flat while ``memory`` grows with the folder. The folder and runs go to a temporary
+folder, the JSON under ``--out`` (default: benchmarks/results).
+
+``--smoke``: the same code with 200 of the generated ``synthetic`` images in place of CIFAR-10
+(no download, no archive) at 32x32, one run in mode disk (the decoded cache), no report page, in
+seconds, to check that the benchmark still works; the JSON goes to a temporary folder unless
+``--out`` says where.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from typing import Any
 
 from PIL import Image
 
+# --smoke: tiny runs on the generated images (a check that everything runs, not a measurement).
+SMOKE = {"images": 200, "size": 32, "modes": "disk", "out": None}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -36,14 +46,20 @@ def main() -> int:
     parser.add_argument("--modes", default="memory,disk,disk,none")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.out = args.out or tempfile.mkdtemp(prefix="cnnkit-smoke-")
 
     from cnnkit.config import DataConfig
     from cnnkit.data import load_dataset
     from cnnkit.runs import Run
 
     work = Path(tempfile.mkdtemp(prefix="cnnkit-folder-mem-"))
-    data = load_dataset(DataConfig(train_subset=args.images, val_split=0), 0)
+    source = "synthetic" if args.smoke else "cifar10"
+    data = load_dataset(DataConfig(name=source, train_subset=args.images, val_split=0), 0)
     folder = work / "cifar-png"
     start = time.perf_counter()
     for i, (x, y) in enumerate(zip(data.train.x, data.train.y, strict=True)):
@@ -64,6 +80,7 @@ def main() -> int:
             "--runs-dir", str(work / "runs"), "data.name=folder", f"data.path={folder}",
             f"data.image_size={args.size}", f"data.cache={mode}", f"data.cache_mb={args.cache_mb}",
             "data.val_split=0", "data.test_split=0.1", "train.epochs=1", f"name={mode}",
+            *(["report.enabled=false"] if args.smoke else []),
         ]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(

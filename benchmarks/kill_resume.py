@@ -1,6 +1,7 @@
 """Kill a short training run at random instants with SIGKILL, resume it, and check the result.
 
     python benchmarks/kill_resume.py [--trials 10] [--epochs 8] [--checkpoint-steps 5] [--seed 0]
+    python benchmarks/kill_resume.py --smoke [--seed 0]
 
 First one uninterrupted, deterministic reference run. Then, per trial, the same run is started,
 killed with SIGKILL at a uniformly random instant of the reference's wall time, and resumed with
@@ -9,7 +10,11 @@ killed with SIGKILL at a uniformly random instant of the reference's wall time, 
   - the resume started from the last checkpoint the killed process committed (its --debug trace
     lists every commit), so no more than the work since that checkpoint was lost;
   - the final weights are bit-identical to the reference's (train.deterministic=true).
-Data: the generated 32x32x3 'synthetic' set (no files needed), 640 training images.
+Data: the generated 32x32x3 'synthetic' set (no files needed), 640 training images. The runs go
+to a temporary folder. Exits non-zero unless every trial passes.
+
+``--smoke``: the same code with 1 trial of a 1-epoch run (no report page), in seconds, to check
+that the benchmark still works.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 COMMIT = re.compile(r"checkpoint committed at (.+)$", re.MULTILINE)
+# --smoke: one trial of a short run (a check that everything runs, not a measurement).
+SMOKE = {"trials": 1, "epochs": 1}
 
 
 def cnnkit(*args: str) -> list[str]:
@@ -68,7 +75,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--checkpoint-steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill instants")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     from cnnkit.runs import RUN_FILE, Run
 
     rng = np.random.default_rng(args.seed)
@@ -77,6 +88,7 @@ def main() -> int:
         "--preset", "smoke", "--runs-dir", str(root), "data.name=synthetic",
         f"train.epochs={args.epochs}", "train.batch_size=32",
         f"train.checkpoint_steps={args.checkpoint_steps}", "train.deterministic=true",
+        *(["report.enabled=false"] if args.smoke else []),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 

@@ -1,6 +1,7 @@
 """How long `cnnkit report RUN` takes, against `cnnkit evaluate RUN` timed in the same run.
 
     python benchmarks/report_time.py RUN [--repeats 3] [--out DIR]
+    python benchmarks/report_time.py RUN --smoke [--out DIR]
 
 Both commands start a fresh process, import Keras, read the run's data and load its model;
 evaluate then predicts the whole test set (with the run's test-time augmentation), while report
@@ -8,6 +9,11 @@ reads the saved predictions and draws every picture, the heatmaps included. They
 alternately (report, evaluate, report, ...) on a copy of RUN, so that machine noise hits both
 alike; the medians and their ratio are printed, and every repeat is kept in the JSON. The report
 also times itself (report.json "seconds": drawing and writing only, without start-up and data).
+RUN itself is left as it was; ``--out DIR`` writes report_time.json there.
+
+``--smoke``: the same code with 1 repeat, in seconds, to check that the benchmark still works on
+any run (e.g. one of ``cnnkit train --preset smoke data.name=digits train.epochs=1``); the JSON
+goes to a temporary folder unless ``--out`` says where.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# --smoke: one repeat (a check that everything runs, not a measurement).
+SMOKE = {"repeats": 1}
 
 
 def timed(command: list[str]) -> float:
@@ -39,7 +48,12 @@ def main() -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write report_time.json here")
+    parser.add_argument("--smoke", action="store_true", help="1 repeat, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="cnnkit-smoke-"))
     work = Path(tempfile.mkdtemp(prefix="cnnkit-report-time-")) / args.run.name
     shutil.copytree(args.run, work, ignore=shutil.ignore_patterns("checkpoints"))
     from cnnkit.runs import Run
@@ -65,6 +79,7 @@ def main() -> int:
         record = {"run": str(args.run), "test_images": images, "seconds": times,
                   "report_drawing_seconds": drawing, "median": median}  # fmt: skip
         (args.out / "report_time.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out / 'report_time.json'}")
     shutil.rmtree(work.parent)
     return 0
 

@@ -1,6 +1,8 @@
 """Load on `cnnkit serve`: N concurrent clients on loopback for T seconds.
 
     python benchmarks/serve_load.py RUN [--clients 32] [--seconds 60] [--engine keras] [--tta N]
+                                    [--json FILE]
+    python benchmarks/serve_load.py RUN --smoke [--json FILE]
 
 Starts the server as its own process on a free port, waits for /health, sends one request per
 client to warm it, measures its resident memory, then runs ``--clients`` threads, each posting
@@ -9,6 +11,11 @@ else random ones) over a keep-alive connection, back to back, for ``--seconds``.
 latency percentiles (p50/p95/p99/max), errors (any status but 200, or a failed connection), the
 server's memory before and after and its growth, and the model calls the server made (how much
 batching happened). Writes the same as JSON with ``--json FILE``.
+
+``--smoke``: the same code with 2 clients for 1 s after a 0.5 s warm-up, in seconds, to check that
+the benchmark still works on any run (e.g. one of ``cnnkit train --preset smoke data.name=digits
+train.epochs=1``); the JSON goes to a temporary folder unless ``--json`` says where. It exits
+non-zero when a request failed or none was answered.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -29,6 +37,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
+
+# --smoke: a short load (a check that everything runs, not a measurement).
+SMOKE = {"clients": 2, "seconds": 1.0}
 
 
 def free_port() -> int:
@@ -95,7 +106,12 @@ def main() -> int:
     parser.add_argument("--engine", default="keras")
     parser.add_argument("--tta", type=int, choices=(0, 1, 2))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="a short load: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.json = args.json or Path(tempfile.mkdtemp(prefix="cnnkit-smoke-")) / "serve_load.json"
 
     port = free_port()
     command = [sys.executable, "-m", "cnnkit", "serve", str(args.run), "--port", str(port),
@@ -114,7 +130,8 @@ def main() -> int:
                 time.sleep(0.5)
         bodies = images(args.run)
         warm: list[float] = []
-        client(port, bodies, time.perf_counter() + 2.0, warm, [], 99)  # traces, allocator warm-up
+        warm_up = 0.5 if args.smoke else 2.0  # traces, allocator warm-up
+        client(port, bodies, time.perf_counter() + warm_up, warm, [], 99)
         process = psutil.Process(server.pid)
         before = process.memory_info().rss
         latencies: list[float] = []
@@ -159,7 +176,8 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
-    return 0
+        print(f"wrote {args.json}")
+    return 1 if args.smoke and (errors or not latencies) else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--repeats 5] [--steps 12] [--json FILE]
     python benchmarks/throughput.py --backends tensorflow,jax,torch [--rounds 2] [--repeats 2]
+    python benchmarks/throughput.py --smoke [--backends tensorflow] [--json FILE]
 
 Each model is trained as its preset trains it (seed_cnn: the `seed` recipe at batch 256, as the
 issue asks; fast_cnn: the `fast` recipe at its batch of 1024), including the augmentation layers
@@ -16,6 +17,11 @@ measured in the same run. Input is random uint8 32x32x3 images: speed does not d
 own (the backend is chosen when Keras is imported), backends alternating round after round;
 medians over all repeats of all rounds. Network, optimizer, augmentation and data are the same:
 only the engine differs.
+
+The JSON goes to ``--json`` (default: benchmarks/results/throughput.json). ``--smoke``: the same
+code at the smallest sizes (batch 8, 3 steps, 1 repeat and round, a 256x256 matmul), in seconds,
+to check that the benchmark still works (with ``--backends``, each backend's process runs its
+smoke mode); the JSON goes to a temporary folder unless ``--json`` says where.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from cnnkit.env import backend_name, cpu_model, import_keras, set_random_seed
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 SETUPS = [("seed_cnn", "seed", 256), ("fast_cnn", "fast", 1024)]
+# --smoke: tiny sizes (a check that everything runs, not a measurement); every model at batch 8.
+SMOKE = {"steps": 3, "repeats": 1, "rounds": 1, "json": None}
+SMOKE_BATCH = 8
+SMOKE_MATMUL = 256
 
 
 def matmul_peak(keras: Any, size: int = 4096, repeats: int = 5) -> float:
@@ -67,7 +77,12 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--backends", help="comma-separated Keras backends, each in its process")
     parser.add_argument("--rounds", type=int, default=2, help="with --backends")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.json = args.json or f"{tempfile.mkdtemp(prefix='cnnkit-smoke-')}/throughput.json"
     if args.backends:
         compare_backends(args)
         return
@@ -81,6 +96,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     configs: list[dict[str, Any]] = []
     for name, preset, batch in SETUPS:
+        batch = SMOKE_BATCH if args.smoke else batch
         cfg = load_config(preset)
         n = batch * args.steps
         x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
@@ -102,7 +118,7 @@ def main() -> None:
             configs.append({"model": name, "preset": preset, "precision": label, "batch": batch,
                             "net": net, "fit": model, "x": x, "y": y, "flops": count_flops(net),
                             "train": [], "infer": []})  # fmt: skip
-    peak = matmul_peak(keras)
+    peak = matmul_peak(keras, size=SMOKE_MATMUL if args.smoke else 4096)
 
     for repeat in range(args.repeats):
         for c in configs:
@@ -191,6 +207,7 @@ def compare_backends(args: argparse.Namespace) -> None:
                     str(args.repeats),
                     "--json",
                     str(out),
+                    *(["--smoke"] if args.smoke else []),
                 ]
                 env = {**os.environ, "KERAS_BACKEND": backend}
                 subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)

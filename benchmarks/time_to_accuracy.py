@@ -1,6 +1,7 @@
 """Test accuracy against training wall-clock time, per preset, over several seeds, in one run.
 
     python benchmarks/time_to_accuracy.py [--target 0.7534] [--first-seed 0] [--spec LABEL:PRESET:SEEDS[:key=value,...]]...
+    python benchmarks/time_to_accuracy.py --smoke [--out DIR]
 
 Default specs: ``fast:fast:3`` (the default recipe), ``fast-2min:fast:3:train.budget=120`` (the
 fast recipe scaled to two minutes of training) and ``seed:seed:1`` (the tutorial; one seed,
@@ -14,10 +15,16 @@ final accuracy is cnnkit's own (``metrics.json``, with the preset's test-time au
 its total time is the whole ``cnnkit.train`` call (loading, building, training, evaluation)
 less the probe's evaluations.
 ``--stop-at-target LABEL`` ends that spec's runs at the first epoch past the target (for the
-tutorial's recipe, whose full 100 epochs are recorded in docs/seed-run/).
+tutorial's recipe, whose full 100 epochs are recorded in docs/benchmarks/data/seed-run/).
 Prints, side by side, the time each spec needs to reach ``--target`` (the tutorial's 75.34 %) and
 its final accuracy (mean and spread over seeds); writes JSON and one chart of accuracy against
-time for all runs under ``--out``.
+time for all runs under ``--out`` (default: benchmarks/results), and for budget runs a chart of
+what each budget chose.
+
+``--smoke``: the same code on the generated ``synthetic`` images (no download, no CIFAR-10) with
+one spec of one seed, ``smoke-budget`` (the smoke preset with ``train.budget=15``, no report
+page), in seconds, to check that the benchmark still works; output goes to a temporary folder
+unless ``--out`` says where. It exits non-zero when a run fails.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from typing import Any
 import numpy as np
 
 DEFAULT_SPECS = ["fast:fast:3", "fast-2min:fast:3:train.budget=120", "seed:seed:1"]
+# --smoke: one short budget run on the generated images (a check that everything runs, not a
+# measurement). 15 s: the budget's speed probe alone takes 4-7 s on a busy 2-core CPU, and a
+# budget too short for it is an error.
+SMOKE_SPECS = ["smoke-budget:smoke:1:data.name=synthetic,report.enabled=false,train.budget=15"]
 
 
 def parse_spec(text: str) -> dict[str, Any]:
@@ -53,7 +64,10 @@ def main() -> int:
     parser.add_argument(
         "--first-seed", type=int, default=0, help="seeds run from this one (to add seeds later)"
     )
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--out", help="default: benchmarks/results (with --smoke: a temporary folder)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, seconds: does it run?")
     parser.add_argument(
         "--stop-at-target",
         action="append",
@@ -66,6 +80,11 @@ def main() -> int:
         "--from-json", metavar="FILE", help="print the table and draw the chart of a saved run"
     )
     args = parser.parse_args()
+    if args.smoke:  # one short run, unless specs are given
+        args.spec = args.spec or SMOKE_SPECS
+    args.out = args.out or (
+        tempfile.mkdtemp(prefix="cnnkit-smoke-") if args.smoke else "benchmarks/results"
+    )
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         summarise(saved["runs"], saved["target"], Path(args.out))
@@ -168,7 +187,7 @@ def main() -> int:
             save()
 
     summarise(results, args.target, out)
-    return 0
+    return 1 if args.smoke and failures else 0
 
 
 def summarise(results: list[dict[str, Any]], target: float, out: Path) -> None:

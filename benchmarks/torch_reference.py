@@ -2,7 +2,8 @@
 
     python benchmarks/torch_reference.py --torch-python PATH [--precision fp32|bf16] [--eigen]
                                          [--model fast_cnn|seed_cnn] [--repeats 3] [--steps 6]
-                                         [--batch 1024]
+                                         [--batch 1024] [--json FILE]
+    python benchmarks/torch_reference.py --torch-python PATH --smoke [--json FILE]
 
 Issue 4's time target (505 s a run) was measured with a public PyTorch implementation of
 airbench94 on this kind of machine, on another day; this machine's speed changes from day to day
@@ -15,10 +16,12 @@ environment that has it, e.g.
 Each repeat runs one fresh worker process per framework, alternating, so that a noisy neighbour
 slows both alike. A worker trains ``--steps`` steps of ``--batch`` random images after two
 warm-up steps and reports the median step: Keras runs cnnkit's ``fast_cnn`` with the ``fast``
-preset's optimizer, through ``fit`` (the in-graph augmentation of the preset is numpy-side and
-left out); PyTorch runs the same network (2x2 whitening conv with 24 filters, three groups
-64/256/256 of conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU, max-pool, linear, x 1/9) written
-here, with Nesterov SGD and channels_last, as airbench does. ``--model seed_cnn``: the tutorial's
+preset's optimizer through cnnkit's own speed probe (``cnnkit.trainer.measure_speed``, what
+``train.budget`` measures; it times whole passes over four batches, so at least ``--steps``
+steps), without augmentation (the fast preset's is array operations between epochs); PyTorch
+runs the same network (2x2 whitening conv with 24 filters, three groups 64/256/256 of
+conv-pool-BatchNorm-GELU-conv-BatchNorm-GELU, max-pool, linear, x 1/9) written here, with
+Nesterov SGD and channels_last, as airbench does. ``--model seed_cnn``: the tutorial's
 network instead (cnnkit's ``seed_cnn`` with the ``seed`` preset's Adam 1e-4, and the same layers in
 PyTorch with Adam 1e-4).
 
@@ -27,7 +30,12 @@ CPUs with AMX or AVX512-BF16) or fp32 (both in float32; any CPU). Default: bf16 
 bf16 instructions, else fp32. ``--eigen`` adds a third worker, cnnkit with TensorFlow's oneDNN
 kernels off (``TF_ENABLE_ONEDNN_OPTS=0``: what TensorFlow does by itself on CPUs without
 AVX512-VNNI/BF16 or AMX), so that the gain of turning oneDNN on is measured in the same run.
-Prints the medians in images/s and the ratios; ``--json`` keeps the numbers.
+Prints the medians in images/s and the ratios; ``--json`` keeps the numbers (default:
+benchmarks/results/torch_reference.json).
+
+``--smoke``: the same workers and JSON at the smallest sizes (batch 8, 2 steps, 1 repeat, unless
+given), in seconds, to check that the benchmark still works; the JSON goes to a temporary folder
+unless ``--json`` says where. Exits non-zero when a worker fails.
 """
 
 from __future__ import annotations
@@ -38,36 +46,47 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+ANSWER = "IMAGES_PER_SECOND "  # the line a worker prints its result on
+# --smoke: tiny sizes (a check that everything runs, not a measurement).
+SMOKE = {"batch": 8, "steps": 2, "repeats": 1, "json": None}
 
-def keras_worker(batch: int, steps: int, precision: str, model: str) -> list[float]:
+
+def keras_worker(batch: int, steps: int, precision: str, model: str) -> float:
+    """Training images/s of cnnkit's network, timed by cnnkit's own speed probe (what
+    ``train.budget`` measures): the median step after two warm-up steps."""
     import numpy as np
 
-    from cnnkit.config import load_config
+    import cnnkit
+    from cnnkit.data import Split
     from cnnkit.env import import_keras
-    from cnnkit.models import create_model
-    from cnnkit.optim import create_optimizer
-    from cnnkit.trainer import _StepTimer, adapt_layers
+    from cnnkit.trainer import adapt_layers, measure_speed
 
     keras = import_keras()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     keras.utils.set_random_seed(0)
-    cfg = load_config("fast" if model == "fast_cnn" else "seed")
-    rng = np.random.default_rng(0)
-    n = batch * (steps + 2)
-    x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
-    net = create_model(model, (32, 32, 3), 10)
-    adapt_layers(net, x)
-    net.compile(
-        optimizer=create_optimizer(cfg.train, steps + 2, net),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+    # No augmentation layers: PyTorch's side has none (the fast preset's crops and flips are
+    # array operations between epochs anyway; the seed preset's would run in the graph).
+    cfg = cnnkit.load_config(
+        "fast" if model == "fast_cnn" else "seed",
+        overrides=[f"train.batch_size={batch}", "augment.enabled=false"],
     )
-    timer = _StepTimer()
-    net.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
-    return list(timer.seconds[2:])
+    rng = np.random.default_rng(0)
+    n = batch * (steps + 2)  # one epoch of the optimizer's schedule: steps + 2 batches
+    train = Split(rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
+                  rng.integers(0, 10, size=n))  # fmt: skip
+
+    def build() -> object:
+        net = cnnkit.create_model(model, (32, 32, 3), 10)
+        adapt_layers(net, train.x)
+        return net
+
+    # No time limit: the probe stops after whole passes over its four batches, so at least
+    # ``steps`` steps are timed after the two warm-up steps.
+    return measure_speed(build, train, 10, cfg.train, cfg.augment, float("inf"), max_steps=steps)
 
 
 def torch_seed_cnn() -> tuple[object, object]:
@@ -87,7 +106,8 @@ def torch_seed_cnn() -> tuple[object, object]:
     return net, torch.optim.Adam(net.parameters(), lr=1e-4)
 
 
-def torch_worker(batch: int, steps: int, precision: str, model: str) -> list[float]:
+def torch_worker(batch: int, steps: int, precision: str, model: str) -> float:
+    """Training images/s of the same network in PyTorch: the median step after two warm-up steps."""
     import contextlib
 
     import torch
@@ -139,24 +159,23 @@ def torch_worker(batch: int, steps: int, precision: str, model: str) -> list[flo
         optimizer.step()
         if step >= 2:
             seconds.append(time.perf_counter() - start)
-    return seconds
+    return batch / statistics.median(seconds)
 
 
 def run_worker(
     python: str, framework: str, batch: int, steps: int, precision: str, model: str
 ) -> float:
-    """Median images/s of one fresh worker process."""
+    """Training images/s of one fresh worker process."""
     command = [python, __file__, "--worker", framework, "--batch", str(batch), "--steps",
                str(steps), "--precision", precision, "--model", model]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     if framework == "keras-eigen":
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("SECONDS ")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(ANSWER)]
     if done.returncode or not lines:
         raise SystemExit(f"{framework} worker failed:\n{done.stderr[-2000:]}")
-    seconds = json.loads(lines[-1].removeprefix("SECONDS "))
-    return batch / statistics.median(seconds)
+    return float(lines[-1].removeprefix(ANSWER))
 
 
 def main() -> int:
@@ -175,18 +194,22 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--json", default="benchmarks/results/torch_reference.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: does it run?")
     parser.add_argument(
         "--worker", choices=["keras", "keras-eigen", "torch"], help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.json = args.json or f"{tempfile.mkdtemp(prefix='cnnkit-smoke-')}/torch_reference.json"
     if args.precision is None:
         from cnnkit.env import cpu_has_bf16
 
         args.precision = "bf16" if cpu_has_bf16() else "fp32"
     if args.worker:
         work = torch_worker if args.worker == "torch" else keras_worker
-        seconds = work(args.batch, args.steps, args.precision, args.model)
-        print("SECONDS " + json.dumps(seconds), flush=True)
+        print(f"{ANSWER}{work(args.batch, args.steps, args.precision, args.model)!r}", flush=True)
         return 0
     if not args.torch_python:
         parser.error("--torch-python PATH is needed (an interpreter with torch installed)")

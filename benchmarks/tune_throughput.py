@@ -2,6 +2,7 @@
 storage costs per trial.
 
     python benchmarks/tune_throughput.py [--trials 8] [--repeats 2] [--postgres URL] [--out DIR]
+    python benchmarks/tune_throughput.py --smoke [--postgres URL] [--out DIR]
 
 1. Workers: a study of ``--trials`` short trials on the bundled digits (the smoke preset, 5
    epochs, no report page; a log-scale learning-rate range), run by 1 worker and then by 2
@@ -16,7 +17,12 @@ storage costs per trial.
    the worker's stale-trial check and trial count), without training, timed per trial for an
    in-memory study, the SQLite file, and (with ``--postgres URL``) a PostgreSQL server.
 
-Nothing else heavy may run meanwhile. Writes ``tune_throughput.json`` under ``--out``.
+Nothing else heavy may run meanwhile. Writes ``tune_throughput.json`` under ``--out`` (default:
+benchmarks/results); the studies go to a temporary folder.
+
+``--smoke``: the same code with studies of 1 trial of 1 epoch, 1 repeat, and 3 storage trials
+per storage, in seconds, to check that the benchmark still works; the JSON goes to a temporary
+folder unless ``--out`` says where.
 """
 
 from __future__ import annotations
@@ -36,9 +42,16 @@ SPACE = "train.learning_rate: {low: 3e-4, high: 3e-3, log: true}\n"
 SETTINGS = ["--preset", "smoke", "data.name=digits", "train.epochs=5", "report.enabled=false"]
 EPOCHS = 5
 PARAMS = 8  # the README's seed-recipe space has eight
+STORAGE_TRIALS = 40  # per storage, timed without training
+# --smoke: the smallest studies (a check that everything runs, not a measurement).
+SMOKE = {"trials": 1, "repeats": 1, "out": None}
+SMOKE_SETTINGS = [*SETTINGS, "train.epochs=1"]
+SMOKE_STORAGE_TRIALS = 3
 
 
-def run_study(workers: int, trials: int, root: Path) -> dict[str, Any]:
+def run_study(
+    workers: int, trials: int, root: Path, settings: list[str] = SETTINGS
+) -> dict[str, Any]:
     space = root / "space.yaml"
     space.write_text(SPACE)
     runs = root / f"runs-{workers}-{time.monotonic_ns()}"
@@ -48,7 +61,7 @@ def run_study(workers: int, trials: int, root: Path) -> dict[str, Any]:
     start = time.perf_counter()
     command = [sys.executable, "-m", "cnnkit", "tune", "--space", str(space), "--runs-dir",
                str(runs), "--trials", str(trials), "--pruner", "none", "--heartbeat", "5",
-               *SETTINGS]  # fmt: skip
+               *settings]  # fmt: skip
     procs = [
         subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
@@ -78,7 +91,7 @@ def run_study(workers: int, trials: int, root: Path) -> dict[str, Any]:
     }
 
 
-def storage_cost(url: str | None, trials: int = 40) -> dict[str, Any]:
+def storage_cost(url: str | None, trials: int = STORAGE_TRIALS) -> dict[str, Any]:
     """Seconds per trial of the Optuna calls a cnnkit trial makes, with no training."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -132,20 +145,30 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--postgres", metavar="URL", help="also time a PostgreSQL storage")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--smoke", action="store_true", help="tiny studies, seconds: does it run?")
     args = parser.parse_args()
+    if args.smoke:  # the smoke sizes become the defaults: what is given still wins
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+        args.out = args.out or tempfile.mkdtemp(prefix="cnnkit-smoke-")
+    settings = SMOKE_SETTINGS if args.smoke else SETTINGS
+    storage_trials = SMOKE_STORAGE_TRIALS if args.smoke else STORAGE_TRIALS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     studies = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for workers in (1, 2):  # alternating, so that drift hits both
-                result = run_study(workers, args.trials, Path(tmp))
+                result = run_study(workers, args.trials, Path(tmp), settings)
                 result["repeat"] = repeat
                 print(json.dumps(result), flush=True)
                 studies.append(result)
-        storages = [storage_cost(None), storage_cost(f"sqlite:///{tmp}/bench.db")]
+        storages = [
+            storage_cost(None, storage_trials),
+            storage_cost(f"sqlite:///{tmp}/bench.db", storage_trials),
+        ]
     if args.postgres:
-        storages.append(storage_cost(args.postgres))
+        storages.append(storage_cost(args.postgres, storage_trials))
     for s in storages:
         print(json.dumps(s), flush=True)
     summary = {}
@@ -155,7 +178,7 @@ def main() -> int:
             "median_trials_per_hour": statistics.median(r["trials_per_hour"] for r in rows),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rows),
         }
-    record = {"settings": SETTINGS, "trials_per_study": args.trials, "studies": studies,
+    record = {"settings": settings, "trials_per_study": args.trials, "studies": studies,
               "summary": summary, "storage": storages}  # fmt: skip
     (out / "tune_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
