@@ -1,5 +1,6 @@
 # The two set-up commands of README.md. Each one installs what it needs into .venv first.
-#   make train   train the tutorial's CNN on CIFAR-10 (the `seed` preset) into runs/
+#   make train   train the tutorial's CNN on CIFAR-10 (the `seed` preset) into runs/; installs
+#                cnnkit and what training needs, nothing more
 #   make test    the test suite (what CI runs); make test-quick: the edit loop's tier
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,15 +9,24 @@ PRESET ?= seed
 
 .PHONY: install system browser train test test-quick docs lint bench
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+
+# cnnkit and its own dependencies (TensorFlow, Keras, scikit-learn, matplotlib, Pillow, ...).
+$(BIN)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
+
+# Everything the tests, the docs and the benchmarks use: the `dev` extra (every optional part,
+# JAX's and PyTorch's CPU builds included: about 4 GB).
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/.installed-base $@
 
 install: $(BIN)/.installed
 
-train: $(BIN)/.installed
+train: $(BIN)/.installed-base
 	$(BIN)/cnnkit train --preset $(PRESET)
 
 # Debian's packages the tests need: chromium, in which they open the report and study pages
@@ -38,9 +48,9 @@ test: $(BIN)/.installed system
 test-quick: $(BIN)/.installed system
 	$(BIN)/python -m pytest -m "not slow"
 
-# The API reference, from the docstrings: build/docs/index.html.
+# The documentation site (guides, generated references, benchmarks): build/docs/index.html.
 docs: $(BIN)/.installed
-	$(BIN)/python -m sphinx -W --keep-going -q -b html docs/reference build/docs
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs build/docs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
