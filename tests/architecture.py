@@ -2,8 +2,9 @@
 
 A module imports only from its own layer or the ones below it, and the imports form no circle
 (tests/test_architecture.py checks both). Every import counts: at module level, inside functions,
-and the names imported by string (the package's lazy API, the command's verbs, the built-in
-models); only ``if TYPE_CHECKING:`` blocks, which never run, are left out. The development page
+the packages whose ``__init__`` an import runs on the way, and the names imported by string
+(only from three tables, which the test holds to: the package's lazy API, the command's verbs,
+the built-in models); only ``if TYPE_CHECKING:`` blocks, which never run, are left out. The development page
 of the site shows this table (docs/development/index.md).
 """
 
@@ -38,6 +39,39 @@ LAYERS: list[tuple[str, str, list[str]]] = [
      ["cnnkit", "cnnkit.cli*", "cnnkit.__main__"]),
 ]  # fmt: skip
 
+# Where a module's tests are when there is no tests/test_<its name>.py (nor one of its
+# package's): the file that holds them, and why it is named otherwise.
+TESTED_IN: dict[str, str] = {
+    "cnnkit": "test_api.py",  # the package face: the API as a whole
+    "cnnkit.__main__": "test_cli.py",
+    "cnnkit.workflow": "test_api.py",  # train, resume and evaluate are the API's first verbs
+    "cnnkit.trainer": "test_checkpoint.py",  # the resumable fit loop and its commits
+    "cnnkit.atomic": "test_checkpoint.py",  # kills at random instants, during a write too
+    "cnnkit.resources": "test_hostile_refusals.py",  # a run refused before its folder exists
+    "cnnkit.launcher": "test_distributed.py",  # cnnkit launch with its processes
+    "cnnkit.pages": "test_reporter.py",  # the pages, opened in a browser
+    "cnnkit.log": "test_hostile_output.py",  # what messages may and may not print
+    "cnnkit.errors": "test_cli.py",  # one line and exit status 2, for every verb
+    "cnnkit.data.base": "test_data.py",
+    "cnnkit.data.digits": "test_data.py",
+    "cnnkit.data.synthetic": "test_data.py",
+    "cnnkit.data.cifar100": "test_cifar.py",
+    "cnnkit.data.inspection": "test_folder.py",  # cnnkit data inspect, on folders
+    "cnnkit.models.seed_cnn": "test_models.py",
+    "cnnkit.models.registry": "test_models.py",
+}
+
+
+def tests_of(module: str) -> str | None:
+    """The test file of ``module``: tests/test_<name>.py, its package's, or TESTED_IN's."""
+    tests = SRC.parents[1] / "tests"
+    parts = module.split(".")
+    for name in (parts[-1], parts[-2] if len(parts) > 2 else ""):
+        if name and (tests / f"test_{name}.py").is_file():
+            return f"test_{name}.py"
+    return TESTED_IN.get(module)
+
+
 # Imports that run back up a layer, each with the reason (at most two; none today).
 ALLOWED_UP: dict[tuple[str, str], str] = {}
 
@@ -66,8 +100,9 @@ def layer_of(module: str) -> int | None:
 
 
 class _Imports(ast.NodeVisitor):
-    def __init__(self, package: str, known: dict[str, Path]) -> None:
-        self.package, self.known, self.found = package, known, set()
+    def __init__(self, module: str, package: str, known: dict[str, Path]) -> None:
+        self.module, self.package, self.known = module, package, known
+        self.found: set[str] = set()
 
     def visit_If(self, node: ast.If) -> None:
         test = node.test
@@ -97,8 +132,32 @@ class _Imports(ast.NodeVisitor):
     def _add(self, name: str) -> None:
         while name and name not in self.known:
             name = name.rpartition(".")[0]
-        if name.startswith("cnnkit"):
-            self.found.add(name)
+        if not name.startswith("cnnkit"):
+            return
+        self.found.add(name)
+        # Importing a.b.c runs a/b/__init__.py first: an arrow to each package on the way
+        # (but the root's, and those the importer is inside of, which are running already).
+        parent = name.rpartition(".")[0]
+        while parent and parent != "cnnkit":
+            if not f"{self.module}.".startswith(f"{parent}."):
+                self.found.add(parent)
+            parent = parent.rpartition(".")[0]
+
+
+# The only modules that import by name (importlib), each from a table _by_string reads.
+BY_NAME = {"cnnkit", "cnnkit.cli", "cnnkit.models"}
+
+
+def imports_by_name() -> list[tuple[str, int]]:
+    """(module, line) of every call of importlib.import_module or __import__ in the package."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+                if called in ("import_module", "__import__"):
+                    found.append((name, node.lineno))
+    return found
 
 
 def _by_string() -> Iterator[tuple[str, str]]:
@@ -131,7 +190,7 @@ def arrows() -> set[Arrow]:
     found: set[Arrow] = set()
     for name, path in known.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        visitor = _Imports(package, known)
+        visitor = _Imports(name, package, known)
         visitor.visit(ast.parse(path.read_text(encoding="utf-8")))
         found |= {Arrow(name, target) for target in visitor.found if target != name}
     found |= {Arrow(s, t) for s, t in _by_string() if t in known}
@@ -174,7 +233,8 @@ def cycles(edges: set[Arrow]) -> list[list[str]]:
 
 
 def module_map() -> list[tuple[str, str, str, int]]:
-    """(layer, module, the first sentence of its docstring, lines) for every module, bottom up."""
+    """(layer, module, the first sentence of its docstring, lines) for every module, bottom up
+    (:func:`tests_of` names each one's tests)."""
     rows = []
     for name, path in modules().items():
         text = path.read_text(encoding="utf-8")

@@ -10,10 +10,14 @@ real-process test (in test_cli.py or the test file of its module).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.abc
+import importlib.util
 import io
 import logging
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,9 +59,13 @@ def _float32_policy() -> Iterator[None]:
 
 
 # The quick tier (make test-quick, pytest -m "not slow") trains nothing: a test that trains, or
-# uses a fixture that does, is marked slow. Both are enforced: the trained fixtures at collection,
-# and any in-process training while a quick test runs.
-TRAINED_FIXTURES = {"digits_run"}
+# uses a fixture that does, is marked slow. Enforced three ways: a quick test may not use a
+# fixture that trains (at collection); nothing may train in this process while a quick test, or
+# a fixture it set up, runs (cnnkit.trainer's fit and speed probe refuse); and a real cnnkit
+# process that a quick test starts must not have trained (run_cli reads its output).
+TRAINED_FIXTURES = {"digits_run", "reference", "trained", "cache_runs", "sqlite_study",
+                    "two_phases", "checks", "ahead"}  # fmt: skip
+_QUICK: dict[str, str | None] = {"test": None}  # the quick test now running, if one is
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,18 +78,62 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             )
 
 
-@pytest.fixture(autouse=True)
-def _quick_tier_trains_nothing(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if request.node.get_closest_marker("slow") is not None:
-        return
-    from cnnkit import trainer
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # For the whole of a quick test: its fixtures' setup (session ones too), call and teardown.
+    _QUICK["test"] = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _QUICK["test"] = None
 
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"{request.node.nodeid} trains a model: mark it @pytest.mark.slow")
 
-    monkeypatch.setattr(trainer, "fit", refuse)
+def _refuse_training(trainer: Any) -> None:
+    """Make cnnkit.trainer's ways to train refuse while a quick test runs."""
+    for name in ("fit", "measure_speed"):
+        real = getattr(trainer, name)
+
+        @functools.wraps(real)
+        def guarded(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if _QUICK["test"] is not None:
+                raise AssertionError(f"{_QUICK['test']} trains a model: mark it @pytest.mark.slow")
+            return _real(*args, **kwargs)
+
+        setattr(trainer, name, guarded)
+
+
+class _GuardTrainer(importlib.abc.MetaPathFinder):
+    """Applies _refuse_training to cnnkit.trainer as it is imported, whenever that is (so that
+    a quick test that imports nothing heavy still imports nothing heavy)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "cnnkit.trainer":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+
+        class Guarded(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                _refuse_training(module)
+
+        spec.loader = Guarded()
+        return spec
+
+
+if "cnnkit.trainer" in sys.modules:
+    _refuse_training(sys.modules["cnnkit.trainer"])
+else:
+    sys.meta_path.insert(0, _GuardTrainer())
 
 
 def shared_cifar() -> Path | None:
@@ -208,7 +261,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``cnnkit ARGS`` in a fresh process, as a user would run it."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "cnnkit", *args],
         capture_output=True,
         text=True,
@@ -216,6 +269,11 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
     )
+    # Keras's lines of a training epoch: "Epoch 1/2", "18/18 - 2s - 88ms/step - ...".
+    trained = re.search(r"^(Epoch \d+/|\d+/\d+ - .*step)", done.stdout + done.stderr, re.M)
+    if _QUICK["test"] is not None and trained:
+        raise AssertionError(f"{_QUICK['test']} trains a model: mark it @pytest.mark.slow")
+    return done
 
 
 @pytest.fixture(scope="session")
@@ -240,10 +298,10 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def untrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits run folder as ``train`` leaves one (config.yaml, run.json, env.json,
-    model.keras), written by the same writers, holding a network that was never trained: for the
-    quick tier's tests of what the verbs refuse or print, which never look at how good the model
-    is (the quick tier trains nothing)."""
+    """A digits run folder with what the verbs that read a run need (config.yaml, run.json,
+    env.json, model.keras, written by the run folder's own writers), holding a network that was
+    never trained (and so has no metrics, history or calibration): for the quick tier's tests of
+    what the verbs refuse or print, which never look at how good the model is."""
     from cnnkit import env
     from cnnkit.config import load_config
     from cnnkit.data import load_dataset

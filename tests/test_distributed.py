@@ -133,8 +133,13 @@ def trained(runs: Path) -> tuple[Path, Path]:
          "train.distribute=data_parallel"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **JAX},
     )  # fmt: skip
-    out, err = launcher.communicate(timeout=600)
-    one_out, one_err = one.communicate(timeout=600)
+    try:
+        out, err = launcher.communicate(timeout=600)
+        one_out, one_err = one.communicate(timeout=600)
+    finally:  # neither is left running when the other timed out
+        for process in (launcher, one):
+            if process.poll() is None:
+                process.kill()
     assert launcher.returncode == 0, err
     assert "[Gloo]" not in out and "I0000" not in err  # the frameworks' chatter filtered out
     assert one.returncode == 0, one_err

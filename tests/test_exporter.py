@@ -86,3 +86,9 @@ def test_export_errors_are_one_line(tmp_path: Path) -> None:
     assert len(missing.stderr.strip().splitlines()) == 1
     bad = cli("export", str(tmp_path), "--format", "onnx")
     assert bad.returncode == 2 and "not a cnnkit run" in bad.stderr
+
+
+def test_every_format_of_the_table_is_written_and_run() -> None:
+    from cnnkit import exporter
+
+    assert set(exporter._WRITERS) == set(exporter._RUNTIMES) == set(EXPORT_FORMATS)

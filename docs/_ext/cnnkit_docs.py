@@ -255,13 +255,15 @@ class ErrorsReference(_Generated):
 
 class ModulesReference(_Generated):
     def markdown(self) -> list[str]:
-        from architecture import LAYERS, module_map
+        from architecture import LAYERS, module_map, tests_of
 
         out = ["| layer | what its modules are |", "| --- | --- |"]
         out += [f"| {name} | {_cell(what)} |" for name, what, _ in reversed(LAYERS)]
-        out += ["", "| layer | module | what it owns | lines |", "| --- | --- | --- | --- |"]
+        out += ["", "| layer | module | what it owns | lines | its tests |",
+                "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for layer, module, summary, lines in reversed(module_map()):
-            out.append(f"| {layer} | `{module}` | {_cell(summary)} | {lines} |")
+            tests = tests_of(module) or ("test_cli.py" if module.startswith("cnnkit.cli") else "")
+            out.append(f"| {layer} | `{module}` | {_cell(summary)} | {lines} | `{tests}` |")
         return out
 
 

@@ -77,11 +77,13 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return apply_scaling(probabilities, 1.0 / temperature)
 
 
-def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean ``-log p(true class)``, each probability floored at NLL_FLOOR: the test loss, and
-    the calibration's before and after."""
+def negative_log_likelihood(
+    probabilities: np.ndarray, labels: np.ndarray, floor: float = NLL_FLOOR
+) -> float:
+    """Mean ``-log p(true class)``, each probability floored at ``floor``: with NLL_FLOOR, the
+    test loss and the calibration's before and after."""
     p_true = np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(p_true, NLL_FLOOR, 1.0)))) if len(labels) else 0.0
+    return float(-np.mean(np.log(np.clip(p_true, floor, 1.0)))) if len(labels) else 0.0
 
 
 def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -209,5 +211,8 @@ def _cross_validated(probabilities: np.ndarray, labels: np.ndarray) -> dict[str,
             ("temperature", apply_temperature(probabilities[held], t)),
             ("vector", apply_scaling(probabilities[held], scale, bias)),
         ):
-            totals[name] += negative_log_likelihood(calibrated, labels[held]) * len(held)
+            # At FLOOR, not NLL_FLOOR: the fits minimise the exact NLL, so the two are compared
+            # on that, not on the reported (floored) measure.
+            nll = negative_log_likelihood(calibrated, labels[held], floor=FLOOR)
+            totals[name] += nll * len(held)
     return {name: total / len(labels) for name, total in totals.items()}

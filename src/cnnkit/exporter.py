@@ -191,15 +191,21 @@ def runtime(fmt: str, path: Path) -> Any:
 
 
 def _runtime(fmt: str, path: Path) -> Any:
-    if fmt != "onnx":
-        from cnnkit.env import import_keras
-
-        import_keras()  # imports TensorFlow with its start-up chatter filtered
     return _RUNTIMES[fmt](path)
 
 
-def _saved_model(path: Path) -> Any:
+def _import_tensorflow() -> Any:
+    """TensorFlow, imported as Keras imports it: with its start-up chatter filtered."""
+    from cnnkit.env import import_keras
+
+    import_keras()
     import tensorflow as tf
+
+    return tf
+
+
+def _saved_model(path: Path) -> Any:
+    tf = _import_tensorflow()
 
     loaded = tf.saved_model.load(str(path))
     return _Batched(lambda x: loaded.serve(x).numpy())
@@ -238,8 +244,7 @@ class TFLiteModel(_Batched):
     """A TFLite file run by TensorFlow's interpreter."""
 
     def __init__(self, path: Path) -> None:
-        import tensorflow as tf
-
+        tf = _import_tensorflow()
         with warnings.catch_warnings():  # "deprecated, use ai_edge_litert": still the one TF ships
             warnings.simplefilter("ignore")
             self.interpreter = tf.lite.Interpreter(model_path=str(path))
@@ -262,7 +267,6 @@ class TFLiteModel(_Batched):
 # there, its writer and runtime here).
 _WRITERS = {"onnx": _write_onnx, "saved_model": _write_saved_model, "tflite": _write_tflite}
 _RUNTIMES: dict[str, Any] = {"onnx": OnnxModel, "saved_model": _saved_model, "tflite": TFLiteModel}
-assert set(_WRITERS) == set(_RUNTIMES) == set(EXPORT_FORMATS)
 
 
 def check_parity(

@@ -19,7 +19,7 @@ from cnnkit.data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from cnnkit.data.images import load_image
 from cnnkit.errors import ImageError, RunError
 from cnnkit.metrics import EvalResult, score
-from cnnkit.runs import Run, open_run
+from cnnkit.runs import ENGINES, Run, open_run
 
 
 def predict_probabilities(model: Any, x: np.ndarray, batch_size: int, tta: int = 0) -> np.ndarray:
@@ -144,7 +144,6 @@ class Predictor:
             self.model = self.run.load_model()
         else:
             from cnnkit.exporter import ExportError, read_export, runtime
-            from cnnkit.runs import ENGINES
 
             if engine not in ENGINES:
                 raise ExportError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

@@ -7,7 +7,11 @@ from typing import Any
 
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
+    from cnnkit.config import key_range
     from cnnkit.runs import ENGINES
+
+    tta = key_range("train.tta")  # the views a run may average; the service takes the same
+    assert tta is not None
 
     parser: argparse.ArgumentParser = verbs.add_parser(
         "serve",
@@ -25,7 +29,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--engine", choices=ENGINES, default="keras",
                         help="keras (default), or the run's export of that format")  # fmt: skip
-    parser.add_argument("--tta", type=int, choices=(0, 1, 2), default=0,
+    parser.add_argument("--tta", type=int, choices=range(int(tta.low), int(tta.high) + 1), default=0,
                         help="test-time augmentation: 0 (default, one pass: lowest latency), or 1-2 "
                         "as `cnnkit predict` uses the run's train.tta")  # fmt: skip
     parser.add_argument(

@@ -11,7 +11,7 @@ EXTRAS = "overrides"  # where stray positionals after an option go
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     from cnnkit.config import list_presets
-    from cnnkit.tuning import PRUNERS
+    from cnnkit.tuning import DEFAULT_PRUNER, PRUNERS
 
     parser: argparse.ArgumentParser = verbs.add_parser(
         "tune",
@@ -43,7 +43,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "postgresql://user:password@host/db (default: DIR/STUDY/study.db, SQLite)",
     )  # fmt: skip
     parser.add_argument(
-        "--pruner", choices=PRUNERS, default="median",
+        "--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
         help="stop trials that fall behind after an epoch (default: median)",
     )  # fmt: skip
     parser.add_argument(

@@ -17,7 +17,7 @@ This package imports nothing heavy: ``cnnkit config`` answers without TensorFlow
 
 from __future__ import annotations
 
-from cnnkit.config.fields import FIXED, FORCE, FREE, Range, as_number
+from cnnkit.config.fields import FIXED, FORCE, FREE, Range, as_number, flatten
 from cnnkit.config.presets import DEFAULT_PRESET, PRESETS, list_presets
 from cnnkit.config.reference import KeyInfo, describe_keys
 from cnnkit.config.resolution import (
@@ -38,7 +38,7 @@ from cnnkit.config.schema import (
     ReportConfig,
     TrainConfig,
     check_key,
-    flatten,
+    key_range,
     key_type,
     monitor_mode,
     resume_rule,
@@ -66,6 +66,7 @@ __all__ = [
     "check_key",
     "describe_keys",
     "flatten",
+    "key_range",
     "key_type",
     "list_presets",
     "load_config",

@@ -8,7 +8,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,3 +163,28 @@ def _to_bool(key: str, value: Any) -> bool:
 
 def _type_error(key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"config key {key!r} needs {expected}, got {value!r}")
+
+
+def flatten(
+    values: Mapping[str, Any],
+    prefix: str = "",
+    is_value: Callable[[Mapping[Any, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """A nested config (or a part of one) as dotted keys; ``model.params`` holds one key per
+    parameter (``model.params.dropout``), or ``model.params: {}`` when there is none.
+    ``is_value``: which mappings are values rather than sections (a search space's ranges)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(value, Mapping) or (is_value is not None and is_value(value)):
+            flat[dotted] = value
+        elif dotted == "model.params":
+            if not value:
+                flat[dotted] = {}
+            for name, item in value.items():
+                flat[f"{dotted}.{name}"] = item
+        elif dotted.startswith("model.params."):
+            flat[dotted] = value
+        else:
+            flat.update(flatten(value, f"{dotted}.", is_value))
+    return flat

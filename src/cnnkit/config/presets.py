@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Presets are dotted overrides on top of the defaults (the tutorial's recipe), so each one reads
-# as a diff. `cnnkit train` without --preset uses DEFAULT_PRESET.
+# What `cnnkit train` uses without --preset.
 DEFAULT_PRESET = "fast"
 PRESETS: dict[str, dict[str, Any]] = {
     # airbench94's recipe (Keller Jordan), in Keras: whitened first layer, BatchNorm, Nesterov SGD

@@ -9,7 +9,8 @@ from typing import Any
 
 from cnnkit.config.fields import FORCE, RESUME_RULES
 from cnnkit.config.presets import PRESETS
-from cnnkit.config.schema import Config, field_types, fields_by_key, flatten, key_type
+from cnnkit.config.resolution import load_config
+from cnnkit.config.schema import Config, field_types, fields_by_key, key_type
 
 
 @dataclass(frozen=True)
@@ -49,23 +50,14 @@ class KeyInfo:
 
 def describe_keys() -> list[KeyInfo]:
     """Every key of the schema, in its order, with its metadata and each preset's value."""
-    defaults = flatten(Config().to_dict())
-    by_preset = {}
-    for preset, changes in PRESETS.items():
-        values = {**defaults, **changes, "name": preset}
-        values["model.params"] = {
-            k.split(".", 2)[2]: v for k, v in changes.items() if k.startswith("model.params.")
-        }
-        by_preset[preset] = values
+    defaults = Config()
+    presets = {name: load_config(name) for name in PRESETS}
     infos = []
     for key, (cls, f) in fields_by_key().items():
         hint = field_types(cls)[f.name]
         optional = type(None) in typing.get_args(hint)
         base = key_type(key)
-        type_name = {bool: "true/false", int: "whole number", float: "number", str: "text"}.get(
-            base,
-            "mapping",  # type: ignore[arg-type]
-        )
+        type_name = "mapping" if base is None else _TYPE_NAMES[base]
         if optional:
             type_name += " or none"
         choices = f.metadata.get("choices")
@@ -83,8 +75,8 @@ def describe_keys() -> list[KeyInfo]:
                 section=section,
                 section_doc=" ".join((cls.__doc__ or "").split()),
                 type=type_name,
-                default=defaults.get(key, {} if key == "model.params" else None),
-                presets={p: v.get(key) for p, v in by_preset.items()},
+                default=_value(defaults, key),
+                presets={name: _value(config, key) for name, config in presets.items()},
                 allowed=allowed,
                 resume=str(f.metadata.get("resume", FORCE)),
                 searchable=bool(f.metadata.get("search", True)),
@@ -92,3 +84,14 @@ def describe_keys() -> list[KeyInfo]:
             )
         )
     return infos
+
+
+_TYPE_NAMES = {bool: "true/false", int: "whole number", float: "number", str: "text"}
+
+
+def _value(config: Config, key: str) -> Any:
+    """``key``'s value in ``config`` (``model.params``: the whole mapping)."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value

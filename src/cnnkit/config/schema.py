@@ -14,11 +14,21 @@ import dataclasses
 import functools
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from cnnkit.config.fields import FIXED, FORCE, FREE, check_ranges, coerce, setting, within
+from cnnkit.config.fields import (
+    FIXED,
+    FORCE,
+    FREE,
+    Range,
+    check_ranges,
+    coerce,
+    flatten,
+    setting,
+    within,
+)
 from cnnkit.errors import ConfigError, did_you_mean
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a run folder's name
@@ -433,6 +443,12 @@ def key_type(key: str) -> type | None:
     return args[0] if args else hint  # type: ignore[no-any-return]
 
 
+def key_range(key: str) -> Range | None:
+    """The :class:`~cnnkit.config.fields.Range` a numeric key allows (None for other keys)."""
+    found = _schema_field(key)[1].metadata.get("range")
+    return found if isinstance(found, Range) else None
+
+
 def resume_rule(key: str) -> str:
     """FREE, FORCE or FIXED: what a resume may do with ``key`` (:data:`RESUME_RULES`)."""
     return str(_schema_field(key)[1].metadata.get("resume", FORCE))
@@ -443,31 +459,6 @@ def searchable(key: str) -> bool:
     are compared on (the validation images, the metric, the seconds each trial gets) or name
     things."""
     return bool(_schema_field(key)[1].metadata.get("search", True))
-
-
-def flatten(
-    values: Mapping[str, Any],
-    prefix: str = "",
-    is_value: Callable[[Mapping[Any, Any]], bool] | None = None,
-) -> dict[str, Any]:
-    """A nested config (or a part of one) as dotted keys; ``model.params`` holds one key per
-    parameter (``model.params.dropout``), or ``model.params: {}`` when there is none.
-    ``is_value``: which mappings are values rather than sections (a search space's ranges)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if not isinstance(value, Mapping) or (is_value is not None and value and is_value(value)):
-            flat[dotted] = value
-        elif dotted == "model.params":
-            if not value:
-                flat[dotted] = {}
-            for name, item in value.items():
-                flat[f"{dotted}.{name}"] = item
-        elif dotted.startswith("model.params."):
-            flat[dotted] = value
-        else:
-            flat.update(flatten(value, f"{dotted}.", is_value))
-    return flat
 
 
 # ----------------------------------------------------------------------------- building

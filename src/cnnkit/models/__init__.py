@@ -13,7 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnkit.errors import ConfigError, did_you_mean
-from cnnkit.models.registry import Factory, registered
+from cnnkit.models.registry import Factory, register_model, registered
+
+__all__ = [
+    "BUILTIN",
+    "ModelParts",
+    "check_hparams",
+    "check_weights",
+    "count_flops",
+    "create_model",
+    "fetch_weights",
+    "get_factory",
+    "list_models",
+    "model_hparams",
+    "model_parts",
+    "register_model",
+    "takes_weights",
+]
 
 # The modules of cnnkit's own models, imported when a model is first looked up (they import
 # Keras); each registers its factories (calibration: the saved models' last layer, for loading).

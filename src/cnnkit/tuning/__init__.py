@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from cnnkit.tuning.results import StudyResult, TrialSummary
 from cnnkit.tuning.space import Param, parse_space, read_space
-from cnnkit.tuning.study import PRUNERS, describe_study, tune
+from cnnkit.tuning.study import DEFAULT_PRUNER, PRUNERS, describe_study, tune
 
 __all__ = [
+    "DEFAULT_PRUNER",
     "PRUNERS",
     "Param",
     "StudyResult",

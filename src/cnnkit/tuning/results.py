@@ -14,8 +14,12 @@ from typing import Any
 
 from cnnkit.config import Config
 
+# The study folder, RUNS_DIR/<study>: its own files (the trials are run folders beside them).
+STORAGE_FILE = "study.db"  # the SQLite study, unless --storage names a server
+JOIN_LOCK = ".join.lock"  # workers starting together join the study one at a time
 BEST_FILE = "best.yaml"
 PAGE_FILE = "study.html"
+FIGURES = "figures"  # the page's pictures
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def write_study_page(result: StudyResult, study: Any) -> Path:
     from cnnkit import figures, pages
     from cnnkit.atomic import write_text
 
-    drawn = result.folder / "figures"
+    drawn = result.folder / FIGURES
     drawn.mkdir(exist_ok=True)
     points = [(t.number, t.value, t.state) for t in result.trials]
     history = figures.plot_study_history(points, result.monitor, result.direction,

@@ -102,12 +102,18 @@ def parse_space(
 
 
 def _is_spec(value: Mapping[Any, Any]) -> bool:
-    """A mapping that is a range (``{low: .., high: ..}``), not a section of keys."""
-    return bool(set(map(str, value)) & set(SPEC_FIELDS))
+    """A mapping that is a range (``{low: .., high: ..}``), not a section of keys (an empty one
+    is a value too, refused as such)."""
+    return not value or bool(set(map(str, value)) & set(SPEC_FIELDS))
 
 
 def _parse_param(key: str, spec: Any, base: Config) -> Param:
     hint = key_type(key)  # an unknown key: the same "did you mean" as everywhere
+    if key == "model.params":
+        raise ConfigError(
+            "model.params is searched one parameter at a time: model.params.NAME "
+            "(cnnkit models lists each model's)"
+        )
     if not searchable(key):
         raise ConfigError(
             f"{key} cannot be searched: it changes what the trials are compared on "

@@ -19,19 +19,42 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.config import RUN_NAME, Config, flatten, monitor_mode
+from cnnkit.config import RUN_NAME, Config, TrainConfig, flatten, monitor_mode
 from cnnkit.errors import CnnkitError, ConfigError, did_you_mean
-from cnnkit.tuning.results import StudyResult, summarize, write_results
+from cnnkit.tuning.results import JOIN_LOCK, STORAGE_FILE, StudyResult, summarize, write_results
 from cnnkit.tuning.space import Param, parse_space, read_space
 from cnnkit.tuning.trial import Objective, retry
 
 log = logging.getLogger(__name__)
 
-STORAGE_FILE = "study.db"
-# The pruners --pruner takes, and Optuna's pruner each one is (MedianPruner: no pruning until
-# MEDIAN_STARTUP_TRIALS trials are complete; Optuna's default is 5).
-PRUNERS = ("median", "halving", "none")
+# MedianPruner prunes nothing until this many trials are complete (Optuna's default is 5).
 MEDIAN_STARTUP_TRIALS = 4
+
+
+def _median() -> Any:
+    """Stop a trial worse than the median of the earlier trials at the same epoch."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
+
+
+def _halving() -> Any:
+    """Successive halving."""
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner()
+
+
+def _none() -> Any:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+# The pruners --pruner takes, by name.
+_PRUNERS = {"median": _median, "halving": _halving, "none": _none}
+PRUNERS = tuple(_PRUNERS)
+DEFAULT_PRUNER = "median"
 # A worker stops after this many failed trials in a row (a broken setting, not bad luck).
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -43,7 +66,7 @@ def tune(
     timeout: float | None = None,
     study: str | None = None,
     storage: str | None = None,
-    pruner: str = "median",
+    pruner: str = DEFAULT_PRUNER,
     runs_dir: str | Path = "runs",
     heartbeat: int = 60,
     verbose: int | None = 0,
@@ -109,7 +132,7 @@ def describe_study(study: str | Path, storage: str | None = None) -> StudyResult
         _make_folder(folder)  # where best.yaml and the page go, also on a machine that ran no trial
     url = storage or f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
     the_study = _open_study(url, folder.name, None, "none", None, create=False)
-    monitor = the_study.user_attrs.get("config", {}).get("train.monitor", "val_accuracy")
+    monitor = the_study.user_attrs.get("config", {}).get("train.monitor", TrainConfig().monitor)
     return write_results(summarize(the_study, folder, _hide_password(url), monitor), the_study)
 
 
@@ -143,7 +166,7 @@ def _joining(folder: Path | None) -> Iterator[None]:
         return
     import fcntl
 
-    with (folder / ".join.lock").open("a+") as handle:
+    with (folder / JOIN_LOCK).open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -229,13 +252,7 @@ def _open_study(
 
 
 def _pruner(name: str) -> Any:
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
+    return _PRUNERS[name]()
 
 
 def _record_study(
