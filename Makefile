@@ -18,11 +18,17 @@ $(BIN)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# What the documentation site's build imports: cnnkit with its service (the API reference
+# documents it) and Sphinx's parts.
+$(BIN)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[docs,serve]"
+	touch $@
+
 # Everything the tests, the docs and the benchmarks use: the `dev` extra (every optional part,
 # JAX's and PyTorch's CPU builds included: about 4 GB).
 $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $(BIN)/.installed-base $@
+	touch $(BIN)/.installed-base $(BIN)/.installed-docs $@
 
 install: $(BIN)/.installed
 
@@ -49,7 +55,7 @@ test-quick: $(BIN)/.installed system
 	$(BIN)/python -m pytest -m "not slow"
 
 # The documentation site (guides, generated references, benchmarks): build/docs/index.html.
-docs: $(BIN)/.installed
+docs: $(BIN)/.installed-docs
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs build/docs
 
 lint: $(BIN)/.installed

@@ -132,6 +132,26 @@ def test_budget_rounds_passes_to_epochs_and_halves_the_batch_towards_enough_step
     assert budget.fit_budget(few, data, "float32")[0].train.batch_size == 128  # never larger
 
 
+def test_a_small_training_set_gets_a_batch_that_makes_two_steps_an_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder of a few hundred images: the passes that fit, rounded up, make each epoch a
+    sample a little smaller than the set, which the preset's batch (1024, halved to 256) would
+    cross in one step; the batch halves on until an epoch is two of them, rather than the plan
+    calling any budget too short (a new user's folder of 400 images, README's tour)."""
+    from cnnkit import budget
+    from cnnkit.data import load_dataset
+
+    config = load_config("fast", overrides=["data.name=synthetic", "data.train_subset=400",
+                                            "train.budget=60"])  # fmt: skip
+    data = load_dataset(config.data, config.seed, config.train.calibrate)  # 380 train
+    _measured_by_width(monkeypatch, {16: 700.0, 32: 700.0, 48: 700.0, 64: 700.0})
+    resolved, record = budget.fit_budget(config, data, "float32")
+    images = record.get("train_images", len(data.train))
+    assert 2 * record["batch_size"] <= images and record["batch_size"] >= budget.MIN_BATCH
+    assert resolved.train.batch_size == record["batch_size"] and record["epochs"] > 1
+
+
 @pytest.mark.slow
 def test_a_budget_run_builds_and_records_the_width_it_chose(tmp_path: Path) -> None:
     """End to end on the 800 generated images: the widths the budget chose are in the run's

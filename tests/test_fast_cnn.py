@@ -38,6 +38,33 @@ def test_whitening_gives_identity_covariance_on_its_own_patches() -> None:
     assert np.corrcoef(raw.T)[0, 1] > 0.5  # the input was strongly correlated
 
 
+def test_grey_pictures_stored_as_rgb_leave_no_dead_channel() -> None:
+    """A folder of grey pictures is decoded as RGB: 8 of the 12 patch directions never vary.
+    Every channel the whitening makes still varies (no zero channel for the identity-started
+    convolutions to carry to BatchNorm, whose gradients were then 1e31: NaN in bfloat16), and
+    one training step's gradients stay small."""
+    import tensorflow as tf
+
+    from cnnkit.models import create_model
+    from cnnkit.models.fast_cnn import PatchWhitening
+    from cnnkit.trainer import adapt_layers
+
+    grey = _correlated_images()[..., :1].repeat(3, axis=-1)
+    layer = PatchWhitening(2)
+    layer.adapt(grey)
+    out = np.asarray(layer(grey.astype("float32")), dtype=np.float64)
+    assert out.reshape(-1, 24).std(axis=0).min() > 0.1
+    net = create_model("fast_cnn", (16, 16, 3), 10)
+    adapt_layers(net, grey)
+    labels = np.eye(10, dtype="float32")[np.arange(len(grey)) % 10]
+    with tf.GradientTape() as tape:
+        loss = keras.losses.categorical_crossentropy(
+            labels, net(grey.astype("float32"), training=True)
+        )
+    gradients = tape.gradient(loss, net.trainable_variables)
+    assert max(float(np.abs(np.asarray(g)).max()) for g in gradients) < 1e3
+
+
 def test_whitening_kernel_is_frozen_and_saved(tmp_path: object) -> None:
     from cnnkit.models import create_model
     from cnnkit.trainer import adapt_layers

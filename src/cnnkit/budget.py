@@ -51,6 +51,8 @@ MIN_PASSES = 4.0
 # SHORT_BATCH. The fast recipe's rates are per example, so they carry over.
 TARGET_STEPS = 400
 SHORT_BATCH = 256
+# A training set smaller than two batches halves the batch further, to no less than this.
+MIN_BATCH = 16
 # What training costs beyond the probe's steady steps: a share of every step (real epochs ran
 # at 0.79-0.96 of the probed speed here: the data pipeline over the whole array, the metrics)
 # and seconds per epoch (augmentation, the checkpoint, the first step's trace).
@@ -107,10 +109,11 @@ def fit_budget(config: Config, data: Any, policy: str) -> tuple[Config, dict[str
     spent = budget - remaining
     passes = _passes(remaining, speed, n)
     epochs = max(1, math.ceil(passes - ROUND_UP))
-    images = _images(remaining, speed, epochs)
-    per_epoch = min(n, int(images / epochs))
+    per_epoch = min(n, int(_images(remaining, speed, epochs) / epochs))
     batch = config.train.batch_size
     while batch > SHORT_BATCH and epochs * (per_epoch / batch) < TARGET_STEPS:
+        batch //= 2
+    while batch > MIN_BATCH and 2 * batch > per_epoch:  # a small dataset: two steps an epoch
         batch //= 2
     keep = 1.0 - held_out_share(config.data, config.train.calibrate)
     subset = int(per_epoch / keep)

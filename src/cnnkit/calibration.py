@@ -83,7 +83,8 @@ def negative_log_likelihood(
     """Mean ``-log p(true class)``, each probability floored at ``floor``: with NLL_FLOOR, the
     test loss and the calibration's before and after."""
     p_true = np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(p_true, floor, 1.0)))) if len(labels) else 0.0
+    # (+ 0.0: a perfect score is 0, not -0)
+    return float(-np.mean(np.log(np.clip(p_true, floor, 1.0)))) + 0.0 if len(labels) else 0.0
 
 
 def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -62,6 +62,10 @@ class PartialIdentity(keras.initializers.Initializer):  # type: ignore[misc]
         return drawn * ops.cast(keep, drawn.dtype) + ops.cast(identity, drawn.dtype)
 
 
+# A patch direction with less variance than this share of the largest is taken as none at all.
+NULL_VARIANCE = 1e-9
+
+
 @keras.saving.register_keras_serializable(package="cnnkit")
 class PatchWhitening(keras.layers.Layer):  # type: ignore[misc]
     """Normalise pixels, then a frozen convolution that whitens ``kernel_size`` patches.
@@ -111,7 +115,16 @@ class PatchWhitening(keras.layers.Layer):  # type: ignore[misc]
         patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * x.shape[-1])
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        filters = eigenvectors / np.sqrt(eigenvalues + self.eps)  # columns whiten
+        filters = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + self.eps)  # columns whiten
+        # Directions the images never vary in (grey pictures stored as RGB: the differences
+        # between channels) would make channels that are 0 everywhere, and the identity-started
+        # convolutions carry them to every BatchNorm, whose epsilon (1e-12) turns their
+        # gradients into 1e31 (NaN in bfloat16). They take the strongest directions' filters
+        # again instead: a repeated channel varies, a dead one does not.
+        null = eigenvalues <= NULL_VARIANCE * eigenvalues.max()
+        if null.any() and not null.all():
+            strongest = np.flatnonzero(~null)[::-1]  # eigh: ascending eigenvalues
+            filters[:, null] = filters[:, np.resize(strongest, int(null.sum()))]
         kernel = np.concatenate([filters, -filters], axis=1).reshape(k, k, x.shape[-1], -1)
         self.mean.assign(mean.astype("float32"))
         self.std.assign(std.astype("float32"))
