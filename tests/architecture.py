@@ -57,6 +57,7 @@ TESTED_IN: dict[str, str] = {
     "cnnkit.data.synthetic": "test_data.py",
     "cnnkit.data.cifar100": "test_cifar.py",
     "cnnkit.data.inspection": "test_folder.py",  # cnnkit data inspect, on folders
+    "cnnkit.data.decoded": "test_folder.py",  # decoding and caching, tried on folders the most
     "cnnkit.models.seed_cnn": "test_models.py",
     "cnnkit.models.registry": "test_models.py",
 }

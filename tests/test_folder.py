@@ -14,7 +14,7 @@ from PIL import Image
 from cnnkit.config import AugmentConfig, DataConfig
 from cnnkit.data import load_dataset
 from cnnkit.data.augment import EpochAugmenter
-from cnnkit.data.folder import DiskImages, FileImages
+from cnnkit.data.decoded import DiskImages, FileImages
 from cnnkit.errors import DataError
 from cnnkit.runs import Run
 from conftest import cli, last_line, run_cli

@@ -168,6 +168,29 @@ def most_confident_wrong(probabilities: np.ndarray, labels: np.ndarray, k: int) 
     return wrong[np.argsort(-confidence, kind="stable")[:k]]
 
 
+def mistakes(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    files: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every wrong prediction, most confident first: the image's index (and file, where the
+    split has file names), its class, the prediction, and both probabilities."""
+    order = most_confident_wrong(probabilities, labels, len(labels))
+    predicted = probabilities.argmax(axis=1)
+    return [
+        {
+            "index": int(i),
+            **({"file": files[i]} if files is not None else {}),
+            "true": class_names[labels[i]],
+            "predicted": class_names[predicted[i]],
+            "confidence": round(float(probabilities[i, predicted[i]]), 6),
+            "true_probability": round(float(probabilities[i, labels[i]]), 6),
+        }
+        for i in order.tolist()
+    ]
+
+
 def pair_examples(
     probabilities: np.ndarray, labels: np.ndarray, pair: ConfusedPair, k: int
 ) -> np.ndarray:

@@ -137,7 +137,8 @@ def report_page(
         section(
             "mistakes",
             "Most confident mistakes",
-            embed_png(figures["wrong"], "most confident mistakes"),
+            embed_png(figures["wrong"], "most confident mistakes")
+            + _mistakes_table(numbers.get("mistakes", [])),
         )
     if "sample" in figures:
         section(
@@ -343,3 +344,13 @@ def study_page(
         f'<section id="space"><h2>Search space</h2>{html_table(["key", "values"], space)}</section>'
         "</main></body></html>\n"
     )
+
+
+def _mistakes_table(mistakes: list[dict[str, Any]]) -> str:
+    """The gallery's mistakes by file name (for data read from files), in the gallery's order."""
+    if not mistakes:
+        return ""
+    rows = [(m["file"], m["true"], m["predicted"], f"{m['confidence']:.1%}") for m in mistakes]
+    return "<p>The same images by file (all mistakes: <code>cnnkit evaluate RUN --errors " \
+        "mistakes.csv</code>):</p>" + html_table(("file", "true class", "predicted as",
+                                                   "probability"), rows)  # fmt: skip

@@ -165,6 +165,12 @@ def write_report(
             drawn.update(pictures)
             numbers["most_confident_wrong"] = chosen["most_confident_wrong"]
             numbers["random_sample"] = chosen["random_sample"]
+            files = run.files("test")
+            if files is not None and len(files) == len(labels):  # name the images by file
+                numbers["mistakes"] = analysis.mistakes(probabilities, labels, names, files)[
+                    :GALLERY
+                ]
+                numbers["random_sample_files"] = [files[i] for i in chosen["random_sample"]]
             for record, examples in zip(numbers["confused_pairs"], chosen["pair_examples"],
                                         strict=True):  # fmt: skip
                 record["examples"] = examples

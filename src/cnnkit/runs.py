@@ -15,6 +15,9 @@ writer are here, and every write is atomic (:mod:`cnnkit.atomic`)::
       predictions.npz          the test set's predicted probabilities and labels (and before
                                calibration, and the held-out images calibrated on)
       classification_report.txt, model_summary.txt, skipped_files.csv
+      files.csv                which file is which image of each split (split, index, file,
+                               label), for sources read from files: folders, tables, hf
+      table.csv                the label table of a run trained on a DataFrame
       report.html              the report page, self-contained; report.json its numbers
       figures/*.png            every picture of the report
       tensorboard/             with train.tensorboard=true
@@ -22,6 +25,9 @@ writer are here, and every write is atomic (:mod:`cnnkit.atomic`)::
 
 Runs are created fresh (an existing folder is never reused) and opened by every verb that uses
 one (:func:`open_run`).
+
+Over 500 lines: it is the one owner of the run folder's layout, each file's reader beside its
+writer; split, the layout would have two owners.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ PREDICTIONS_FILE = "predictions.npz"
 CLASSIFICATION_REPORT_FILE = "classification_report.txt"
 SUMMARY_FILE = "model_summary.txt"
 SKIPPED_FILE = "skipped_files.csv"
+FILES_FILE = "files.csv"
+TABLE_FILE = "table.csv"
 REPORT_FILE = "report.html"
 REPORT_JSON = "report.json"
 FIGURES = "figures"
@@ -265,6 +273,37 @@ class Run:
         writer.writerows(skipped)
         write_text(self.file(SKIPPED_FILE), out.getvalue())
         return self.file(SKIPPED_FILE)
+
+    def write_files(self, splits: dict[str, Any], class_names: list[str]) -> Path | None:
+        """files.csv: each split's images by position (``splits``: name -> a Split with
+        ``files``); None, and nothing written, where the splits have no file names."""
+        if all(getattr(split, "files", None) is None for split in splits.values()):
+            return None
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["split", "index", "file", "label"])
+        for name, split in splits.items():
+            if split is None or split.files is None:
+                continue
+            for i, (file, label) in enumerate(zip(split.files, split.y, strict=True)):
+                writer.writerow([name, i, file, class_names[int(label)]])
+        write_text(self.file(FILES_FILE), out.getvalue())
+        return self.file(FILES_FILE)
+
+    def files(self, split: str) -> list[str] | None:
+        """The file names of ``split``'s images, in order (files.csv), or None."""
+        path = self.file(FILES_FILE)
+        if not path.is_file():
+            return None
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("split") == split]
+        return [row["file"] for row in sorted(rows, key=lambda row: int(row["index"]))] or None
+
+    def write_table(self, text: str) -> Path:
+        """table.csv: the label table of a run trained on a DataFrame (resume, evaluate and
+        report read it; :func:`cnnkit.data.table.as_csv` writes its text)."""
+        write_text(self.file(TABLE_FILE), text)
+        return self.file(TABLE_FILE)
 
     def report_numbers(self) -> dict[str, Any]:
         """report.json ({} where there is none or it is unreadable)."""

@@ -34,8 +34,13 @@ def train(
     runs_dir: str | Path = "runs",
     verbose: int | None = None,
     callbacks: list[Any] | None = None,
+    frame: Any = None,
 ) -> Run:
     """Train ``config`` into a new folder under ``runs_dir``; return the finished run.
+
+    ``frame``: a pandas DataFrame to train on as the label table (``data.name=table``), in place
+    of a file at ``data.path``; the run keeps a copy with absolute paths (table.csv) and points
+    ``data.path`` at it, so that it resumes and evaluates like any other.
 
     ``verbose``: Keras's progress display (None: a bar on a terminal, a line per epoch
     elsewhere). ``callbacks``: extra Keras callbacks, called after cnnkit's own at each epoch.
@@ -56,7 +61,7 @@ def train(
         env.require("tensorboard", "train.tensorboard=true", "tensorboard")
     check_hparams(config.model.name, config.model.params)
     check_weights(config.model.name, config.model.weights)
-    data = load_dataset(config.data, config.seed, config.train.calibrate)
+    data = load_dataset(config.data, config.seed, config.train.calibrate, frame)
     fetch_weights(config.model.name, config.model.weights, data.input_shape, data.num_classes)
     policy = env.resolve_precision(config.train.precision)
     _require_resources(config, data, policy, Path(runs_dir))
@@ -67,7 +72,7 @@ def train(
             shared = json.loads(group.broadcast(json.dumps([config.to_dict(), budget])))
             config, budget = Config.from_dict(shared[0]), shared[1]
         if "train_images" in budget:  # a sample of the training images: drawn as on resume
-            data = load_dataset(config.data, config.seed, config.train.calibrate)
+            data = load_dataset(config.data, config.seed, config.train.calibrate, frame)
     if not group.primary:
         run = Run(Path(group.broadcast("")))
         _run(config, data, run, policy, verbose, False, callbacks, group)
@@ -75,6 +80,12 @@ def train(
     run = create_run(runs_dir, config.name or "train")
     group.broadcast(str(run.path))
     with lock_run(run):
+        if frame is not None:
+            from cnnkit.data.table import as_csv
+
+            table = run.write_table(as_csv(frame, config.data))
+            config = config.replace(**{"data.path": str(table.resolve()),
+                                       "data.outside_paths": True})  # fmt: skip
         run.write_config(config)  # first: it makes the folder resumable
         run.update_meta(
             name=run.name,
@@ -92,6 +103,11 @@ def train(
             distributed=distributed.describe(group) if group.distributed else None,
         )
         run.write_env(env.describe())
+        named = run.write_files({"train": data.train, "val": data.val,
+                                 "calibration": data.held_out, "test": data.test},
+                                list(data.class_names))  # fmt: skip
+        if named:
+            log.info("which file is which image of each split: %s", named)
         if data.skipped:
             listed = run.write_skipped(data.skipped)
             log.info("%d files or folders left out (listed with the reason in %s)",
@@ -391,14 +407,24 @@ def _calibrate(
 
 
 def evaluate(
-    run: Run | str | Path, overrides: Iterable[str] = (), batch_size: int | None = None
+    run: Run | str | Path,
+    overrides: Iterable[str] = (),
+    batch_size: int | None = None,
+    errors: str | Path | None = None,
 ) -> EvalResult:
     """Evaluate ``run``'s model on its test split again, with the run's test-time augmentation
-    (``data.*`` overrides say where the data is on this machine, e.g. ``data.path``)."""
+    (``data.*`` overrides say where the data is on this machine, e.g. ``data.path``).
+
+    ``errors``: a new CSV file to list every wrong prediction in, most confident first (index,
+    file where the data has file names, true class, prediction, both probabilities); an
+    existing file is never overwritten.
+    """
     from cnnkit.config import with_data_overrides
     from cnnkit.data import load_dataset
     from cnnkit.predictor import evaluate_model
 
+    if errors is not None and Path(errors).exists():
+        raise ConfigError(f"{errors} exists; give --errors a new file name")
     run = open_run(run)
     config = with_data_overrides(run.config(), overrides, "evaluate")
     data = load_dataset(config.data, config.seed)
@@ -407,7 +433,29 @@ def evaluate(
             f"the dataset's classes {list(data.class_names)} differ from the run's {run.class_names}"
         )
     model = run.load_model()
-    return evaluate_model(
+    result, probabilities = evaluate_model(
         model, data.test, run.class_names, batch_size or config.train.eval_batch_size,
         config.train.tta,
-    )[0]  # fmt: skip
+    )  # fmt: skip
+    if errors is not None:
+        _write_mistakes(Path(errors), probabilities, data.test, run.class_names)
+    return result
+
+
+def _write_mistakes(path: Path, probabilities: Any, test: Any, names: list[str]) -> None:
+    import csv
+    import io
+
+    from cnnkit.analysis import mistakes
+    from cnnkit.atomic import write_text
+
+    files = None if test.files is None else list(test.files)
+    rows = mistakes(probabilities, test.y, names, files)
+    columns = ["index", *(["file"] if files is not None else []), "true", "predicted",
+               "confidence", "true_probability"]  # fmt: skip
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, out.getvalue())
+    log.info("%d mistakes of %d test images listed in %s", len(rows), len(test.y), path)

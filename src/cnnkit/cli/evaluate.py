@@ -23,6 +23,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         help="where to find the data on this machine, e.g. data.path=DIR",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument(
+        "--errors",
+        metavar="CSV",
+        help="also list every wrong prediction in this new CSV file, most confident first, "
+        "by file name where the data has them (an existing file is never overwritten)",
+    )
     return parser
 
 
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.metrics import classification_report
     from cnnkit.workflow import evaluate
 
-    result = evaluate(args.run, args.overrides)
+    result = evaluate(args.run, args.overrides, errors=args.errors)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -6,6 +6,9 @@ search it; and the walk over it (every key, its type and rules, building a secti
 Every other place that needs such a fact asks here: resuming
 (:func:`cnnkit.config.resume_config`), the search space (:mod:`cnnkit.tuning.space`), and the
 site's configuration reference (:mod:`cnnkit.config.reference`).
+
+Over 500 lines: most of it is the keys' own documentation, one ``setting`` per key, which the
+reference is generated from; split by section it would scatter what a reader compares.
 """
 
 from __future__ import annotations
@@ -42,15 +45,18 @@ class DataConfig:
     name: str = setting(
         "cifar10",
         "The dataset: `cifar10`, `cifar100`, `mnist`, `fashion_mnist`, `digits` (scikit-learn's "
-        "8x8 digits, offline), `synthetic` (generated colours), or `folder` (your images, at "
-        "`data.path`).",
+        "8x8 digits, offline), `synthetic` (generated colours), or your images at `data.path`: "
+        "`folder` (a folder per class), `table` (a CSV or Parquet table of image paths and "
+        "labels) or `hf` (a Hugging Face dataset saved to disk).",
         resume=FIXED, search=False,
     )  # fmt: skip
     path: str | None = setting(
         None,
         "Where the dataset is: an archive, its extracted folder, or a folder holding either; "
-        "for `folder`, `DIR/<class>/*.jpg|png|...` or `DIR/train|val|test/<class>/...`. Empty: "
-        "`$CNNKIT_DATA_DIR`, then the user cache, then a download.",
+        "for `folder`, `DIR/<class>/*.jpg|png|...` or `DIR/train|val|test/<class>/...`; for "
+        "`table`, the `.csv` or `.parquet` file; for `hf`, the folder `save_to_disk` wrote or a "
+        "folder of Parquet files. Empty: `$CNNKIT_DATA_DIR`, then the user cache, then a "
+        "download.",
         resume=FREE, search=False,
     )  # fmt: skip
     val_split: float = setting(
@@ -110,6 +116,39 @@ class DataConfig:
         True,
         "Allow downloading the official archive (md5-checked) when no local copy is found.",
         resume=FREE,
+    )  # fmt: skip
+    path_column: str = setting(
+        "",
+        "`table`: the column of image paths (relative to the table's folder, or absolute). "
+        "Empty: the first of `path`, `filename`, `file`, `image`, `image_path` the table has.",
+        resume=FIXED, search=False,
+    )  # fmt: skip
+    label_column: str = setting(
+        "",
+        "`table`: the column of labels (class names); `hf`: the label feature. Empty: the first "
+        "of `label`, `labels`, `class`, `category` the table has (`hf`: its `ClassLabel` "
+        "feature).",
+        resume=FIXED, search=False,
+    )  # fmt: skip
+    split_column: str = setting(
+        "",
+        "`table`: a column saying each image's part (`train`, `val` or `validation`, `test`), "
+        "used instead of random splits. Empty: `split` where the table has it, else none; "
+        "`none`: ignore it.",
+        resume=FIXED, search=False,
+    )  # fmt: skip
+    outside_paths: bool = setting(
+        False,
+        "`table`: allow absolute paths, and relative ones that leave the table's folder (through "
+        "`..` or a symbolic link). Off: such rows are skipped and listed, so that a table from "
+        "elsewhere reads nothing outside its own folder.",
+        resume=FREE, search=False,
+    )  # fmt: skip
+    numeric_labels: bool = setting(
+        False,
+        "`table`: accept a label column that holds only numbers, as class names (`0`, `1`, ...). "
+        "Off: such a column is refused, since it is more often an id or a count than a label.",
+        resume=FIXED, search=False,
     )  # fmt: skip
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from cnnkit.config import DataConfig
 from cnnkit.data.base import Dataset, Source, Split, stratified_split, stratified_subset
@@ -58,6 +59,18 @@ def _folder(cfg: DataConfig) -> Source:
     return folder.load(cfg)
 
 
+def _table(cfg: DataConfig) -> Source:
+    from cnnkit.data import table
+
+    return table.load(cfg)
+
+
+def _hf(cfg: DataConfig) -> Source:
+    from cnnkit.data import hf
+
+    return hf.load(cfg)
+
+
 _SOURCES: dict[str, Callable[[DataConfig], Source]] = {
     "cifar10": _cifar10,
     "cifar100": _cifar100,
@@ -66,7 +79,11 @@ _SOURCES: dict[str, Callable[[DataConfig], Source]] = {
     "digits": _digits,
     "synthetic": _synthetic,
     "folder": _folder,
+    "table": _table,
+    "hf": _hf,
 }
+# Sources decoded from image files at data.image_size already (no resizing after).
+_DECODED = frozenset({"folder", "table", "hf"})
 
 
 def list_datasets() -> list[str]:
@@ -74,8 +91,11 @@ def list_datasets() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_dataset(cfg: DataConfig, seed: int, calibrate: bool = False) -> Dataset:
+def load_dataset(cfg: DataConfig, seed: int, calibrate: bool = False, frame: Any = None) -> Dataset:
     """Read ``cfg.name`` and split it: subsets and validation split are stratified and seeded.
+
+    ``frame``: a pandas DataFrame to read as the label table (``data.name=table``; its relative
+    paths are read from the current folder), in place of the file at ``data.path``.
 
     ``calibrate`` (a training run's ``train.calibrate``): where there is no validation split,
     hold out ``cfg.calibration_split`` of the training images to calibrate on (as
@@ -87,9 +107,16 @@ def load_dataset(cfg: DataConfig, seed: int, calibrate: bool = False) -> Dataset
         )
     if cfg.path and cfg.name in ("digits", "synthetic"):
         raise ConfigError(f"data.name={cfg.name} is built in and takes no data.path")
-    src = _SOURCES[cfg.name](cfg)
+    if frame is not None:
+        if cfg.name != "table":
+            raise ConfigError(f"a DataFrame is read as data.name=table, not {cfg.name}")
+        from cnnkit.data import table
+
+        src = table.load(cfg, frame)
+    else:
+        src = _SOURCES[cfg.name](cfg)
     splits = [src.train, src.test, src.val]
-    if cfg.image_size and cfg.name != "folder":  # folders are decoded at that size already
+    if cfg.image_size and cfg.name not in _DECODED:
         from cnnkit.resources import require_data_memory
 
         count = sum(len(s) for s in splits if s is not None and s.in_memory)
@@ -131,4 +158,4 @@ def _resized(split: Split | None, size: int) -> Split | None:
 
     if split is None or not split.in_memory:
         return split
-    return Split(resize_images(split.x, size), split.y)  # type: ignore[arg-type]
+    return Split(resize_images(split.x, size), split.y, split.files)  # type: ignore[arg-type]

@@ -37,10 +37,13 @@ def take(x: np.ndarray | ImageArray, index: np.ndarray) -> np.ndarray | ImageArr
 
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 ``(N, H, W, C)`` (in memory or on disk) and integer labels ``(N,)``."""
+    """Images as uint8 ``(N, H, W, C)`` (in memory or on disk) and integer labels ``(N,)``;
+    ``files``: where each image came from (its file, or a name such as ``train[12]`` for a
+    Hugging Face dataset), for sources that have files; None for arrays such as CIFAR-10."""
 
     x: np.ndarray | ImageArray
     y: np.ndarray
+    files: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.x.dtype != np.uint8 or self.x.ndim != 4:
@@ -49,6 +52,8 @@ class Split:
             )
         if self.y.shape != (len(self.x),):
             raise ValueError(f"labels must be ({len(self.x)},), got {self.y.shape}")
+        if self.files is not None and self.files.shape != self.y.shape:
+            raise ValueError(f"files must be ({len(self.x)},), got {self.files.shape}")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -58,7 +63,8 @@ class Split:
         return isinstance(self.x, np.ndarray)
 
     def take(self, index: np.ndarray) -> Split:
-        return Split(take(self.x, index), self.y[index])
+        files = None if self.files is None else self.files[index]
+        return Split(take(self.x, index), self.y[index], files)
 
 
 @dataclass(frozen=True)
@@ -153,10 +159,15 @@ def stratified_split(
         return split, None
     from sklearn.model_selection import train_test_split
 
+    # A class with a single image cannot be in both parts: it stays in the rest (sources warn
+    # about such labels), and the others are split stratified.
+    lone = np.bincount(split.y)[split.y] < 2
+    candidates = np.flatnonzero(~lone)
     try:
         keep, held = train_test_split(
-            np.arange(len(split)), test_size=fraction, stratify=split.y, random_state=seed
+            candidates, test_size=fraction, stratify=split.y[candidates], random_state=seed
         )
+        keep = np.concatenate([keep, np.flatnonzero(lone)])
     except ValueError as exc:  # too few images per class for the fraction asked
         share = f"{fraction} images" if isinstance(fraction, int) else f"{fraction:.0%}"
         raise DataError(f"cannot hold out {share} for {purpose}: {exc}") from None
